@@ -1,0 +1,3 @@
+"""profilesync: a profile for every Supabase signup, created off the signup's hot path."""
+
+QUEUE_NAME = "profiles"

@@ -1,0 +1,82 @@
+"""The one Settings object. Built where a process starts, never at import time."""
+
+from __future__ import annotations
+
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+TRANSACTION_POOLER_PORT = 6543
+
+
+def is_transaction_pooler(url: str) -> bool:
+    """True for a URL that points at a transaction-mode pooler (Supabase's port 6543, pgbouncer)."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        return False
+    return port == TRANSACTION_POOLER_PORT or "pgbouncer=true" in parts.query
+
+
+def redact(url: str) -> str:
+    """The URL with its password replaced, safe to log."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PROFILESYNC_", env_file=".env", extra="ignore")
+
+    database_url: str = Field(
+        default="postgresql://postgres@127.0.0.1:5432/postgres",
+        validation_alias=AliasChoices("DATABASE_URL", "PROFILESYNC_DATABASE_URL"),
+    )
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        validation_alias=AliasChoices("REDIS_URL", "PROFILESYNC_REDIS_URL"),
+    )
+    listen_database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("LISTEN_DATABASE_URL", "PROFILESYNC_LISTEN_DATABASE_URL"),
+    )
+
+    # publisher
+    drain_batch_size: int = Field(default=2000, ge=1, description="events claimed per drain transaction")
+    job_batch_size: int = Field(default=250, ge=1, description="user ids per RQ job")
+    safety_interval: float = Field(default=5.0, gt=0, description="seconds between safety drains")
+    redeliver_after: float = Field(default=60.0, gt=0, description="seconds before an enqueued event is checked")
+    reconnect_max_delay: float = Field(default=30.0, gt=0)
+
+    # worker / jobs
+    job_retries: int = Field(default=5, ge=0, description="retries for transient job failures")
+    job_timeout: int = Field(default=300, ge=1)
+    failure_ttl: int = Field(default=30 * 24 * 3600, ge=60, description="seconds failed jobs stay replayable")
+
+    # chat
+    chat_wait_timeout: float = Field(default=5.0, ge=0, description="seconds to wait for a profile")
+    chat_fallback: Literal["create", "error"] = "create"
+
+    # logging
+    log_level: str = "INFO"
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+    @field_validator("listen_database_url")
+    @classmethod
+    def _listen_url_is_direct(cls, value: str | None) -> str | None:
+        if value is not None and is_transaction_pooler(value):
+            raise ValueError(
+                "LISTEN_DATABASE_URL points at a transaction pooler (port 6543 / pgbouncer); LISTEN needs a "
+                "direct (port 5432) or session-mode connection"
+            )
+        return value
+
+    @property
+    def listen_url(self) -> str:
+        """The URL the publisher LISTENs on: LISTEN_DATABASE_URL, else DATABASE_URL."""
+        return self.listen_database_url or self.database_url

@@ -1,0 +1,33 @@
+"""PostgreSQL connections. Callers own them; nothing here is global."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+# Detect a dead peer (NAT drop, failover) in about a minute instead of the kernel's two hours.
+KEEPALIVES: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
+
+TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57", "58")  # connection, rollback, resources, operator, system
+
+
+def connect(url: str, *, autocommit: bool = False, application_name: str = "profilesync") -> psycopg.Connection[Any]:
+    return psycopg.connect(
+        url, autocommit=autocommit, application_name=application_name, connect_timeout=10, **KEEPALIVES
+    )
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for errors worth retrying: lost connections, serialization failures, deadlocks, shutdowns."""
+    if isinstance(exc, psycopg.OperationalError | psycopg.errors.ForeignKeyViolation):
+        return True
+    if isinstance(exc, psycopg.Error):
+        sqlstate = exc.sqlstate or ""
+        return sqlstate.startswith(TRANSIENT_SQLSTATE_CLASSES)
+    return isinstance(exc, OSError)

@@ -1,0 +1,60 @@
+"""The RQ side: one queue (`profiles`), JSON serializer only, jobs named by stable dotted path."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from rq import Queue, Retry
+from rq.serializers import JSONSerializer
+
+from profilesync import QUEUE_NAME
+from profilesync.config import Settings
+
+# The job function, by dotted path: the publisher never imports the worker, and renaming it breaks queued jobs.
+CREATE_PROFILES = "worker.jobs.create_profiles"
+RETRY_INTERVALS = [2, 5, 15, 60, 300]
+
+
+def connect_redis(url: str) -> redis.Redis:
+    return redis.Redis.from_url(
+        url, socket_connect_timeout=5, socket_timeout=30, socket_keepalive=True, health_check_interval=30
+    )
+
+
+def profiles_queue(connection: redis.Redis, name: str = QUEUE_NAME) -> Queue:
+    return Queue(name, connection=connection, serializer=JSONSerializer)
+
+
+def job_retry(settings: Settings) -> Retry | None:
+    if settings.job_retries == 0:
+        return None
+    return Retry(max=settings.job_retries, interval=RETRY_INTERVALS[: settings.job_retries])
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    job_id: str
+    user_ids: list[str]
+    event_ids: list[int]
+
+
+def enqueue_plans(queue: Queue, plans: list[JobPlan], settings: Settings) -> None:
+    """Enqueue every plan in one Redis round trip; raises if Redis did not take them all."""
+    retry = job_retry(settings)
+    data: list[Any] = [
+        Queue.prepare_data(
+            CREATE_PROFILES,
+            args=(plan.user_ids,),
+            job_id=plan.job_id,
+            timeout=settings.job_timeout,
+            failure_ttl=settings.failure_ttl,
+            retry=retry,
+            description=f"create_profiles({len(plan.user_ids)} users)",
+        )
+        for plan in plans
+    ]
+    with queue.connection.pipeline() as pipe:
+        queue.enqueue_many(data, pipeline=pipe)
+        pipe.execute()

@@ -1,0 +1,1 @@
+"""LISTEN for signups, drain the outbox in batches, enqueue RQ jobs."""

@@ -1,0 +1,180 @@
+"""The long-running publisher: LISTEN first, then drain; again after every reconnect and on a safety timer.
+
+An outbox row is only marked enqueued in the same transaction that claimed it, after Redis took its job; the
+row itself is deleted by the worker once the profile exists. A killed publisher therefore loses nothing (its
+transaction rolls back), and a Redis that lost its data is repaired by redelivery of stale rows.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import psycopg
+import redis
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
+
+from profilesync import db
+from profilesync.config import Settings, is_transaction_pooler, redact
+from profilesync.errors import ConfigError
+from profilesync.logs import get_logger
+from profilesync.queueing import connect_redis, enqueue_plans, profiles_queue
+from publisher.planning import flatten, next_backoff, plan_jobs, valid_payload
+
+CHANNEL = "profile_sync_signup"
+_LIVE_JOB_STATES = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
+
+log = get_logger(__name__)
+
+_CLAIM = """
+SELECT id, user_id FROM profile_sync.signup_events
+WHERE enqueued_at IS NULL
+ORDER BY id
+LIMIT %s
+FOR UPDATE SKIP LOCKED
+"""
+_MARK = """
+UPDATE profile_sync.signup_events e
+SET enqueued_at = now(), job_id = v.job_id
+FROM unnest(%s::bigint[], %s::text[]) AS v(id, job_id)
+WHERE e.id = v.id
+"""
+_STALE = """
+SELECT id, user_id, job_id FROM profile_sync.signup_events
+WHERE enqueued_at < now() - make_interval(secs => %s) AND failed_at IS NULL
+ORDER BY id
+LIMIT %s
+FOR UPDATE SKIP LOCKED
+"""
+_FORGET_DEAD = """
+DELETE FROM profile_sync.publishers p
+WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = p.backend_pid)
+"""
+_REGISTER = """
+INSERT INTO profile_sync.publishers (backend_pid, idle) VALUES (%s, false)
+ON CONFLICT (backend_pid) DO UPDATE SET idle = false, updated_at = now()
+"""
+_SET_IDLE = "UPDATE profile_sync.publishers SET idle = %s, updated_at = now() WHERE backend_pid = %s"
+
+
+class Publisher:
+    def __init__(self, settings: Settings, stop: threading.Event | None = None) -> None:
+        if is_transaction_pooler(settings.listen_url):
+            raise ConfigError(
+                f"cannot LISTEN through a transaction pooler ({redact(settings.listen_url)}); "
+                "set LISTEN_DATABASE_URL to a direct or session-mode connection"
+            )
+        self.settings = settings
+        self.stop = stop or threading.Event()
+        self.enqueued_total = 0
+
+    # -- main loop -------------------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Run until `stop` is set, reconnecting with backoff whenever Postgres or Redis fails."""
+        delay = 0.0
+        while not self.stop.is_set():
+            try:
+                self._session()
+                delay = 0.0
+            except (psycopg.Error, redis.RedisError, OSError) as exc:
+                delay = next_backoff(delay, self.settings.reconnect_max_delay)
+                log.warning("publisher connection lost; reconnecting", error=str(exc), retry_in=delay)
+                self.stop.wait(delay)
+        log.info("publisher stopped", enqueued_total=self.enqueued_total)
+
+    def _session(self) -> None:
+        """One connected session: LISTEN, register, drain, then wait for wake-ups until stopped or broken."""
+        redis_conn = connect_redis(self.settings.redis_url)
+        with (
+            db.connect(self.settings.listen_url, autocommit=True, application_name="profilesync-listen") as listen,
+            db.connect(self.settings.database_url, autocommit=True, application_name="profilesync-publisher") as work,
+        ):
+            listen.execute(f"LISTEN {CHANNEL}")
+            pid = listen.info.backend_pid
+            work.execute(_FORGET_DEAD)
+            work.execute(_REGISTER, (pid,))
+            log.info("publisher listening", channel=CHANNEL, backend_pid=pid)
+            try:
+                self.drain(work, redis_conn)
+                self.redeliver(work, redis_conn)
+                self._wait_loop(listen, work, redis_conn, pid)
+            finally:
+                if not work.closed and not work.broken:
+                    work.execute("DELETE FROM profile_sync.publishers WHERE backend_pid = %s", (pid,))
+                redis_conn.close()
+
+    def _wait_loop(
+        self, listen: psycopg.Connection[Any], work: psycopg.Connection[Any], redis_conn: redis.Redis, pid: int
+    ) -> None:
+        next_safety = time.monotonic() + self.settings.safety_interval
+        while not self.stop.is_set():
+            # Announce idleness, then drain once more: a signup that committed before the flag was visible
+            # did not NOTIFY, and this drain picks it up. Anything later NOTIFYs.
+            work.execute(_SET_IDLE, (True, pid))
+            if self.drain(work, redis_conn) == 0:
+                self._wait_for_notify(listen, until=next_safety)
+            work.execute(_SET_IDLE, (False, pid))
+            self.drain(work, redis_conn)
+            if time.monotonic() >= next_safety:
+                listen.execute("SELECT 1")  # liveness probe of the LISTEN connection
+                self.redeliver(work, redis_conn)
+                next_safety = time.monotonic() + self.settings.safety_interval
+
+    def _wait_for_notify(self, listen: psycopg.Connection[Any], until: float) -> None:
+        """Block until a NOTIFY, the safety deadline, or stop; short slices keep SIGTERM responsive."""
+        while not self.stop.is_set():
+            remaining = until - time.monotonic()
+            if remaining <= 0:
+                return
+            woke = False
+            for notify in listen.notifies(timeout=min(remaining, 0.5), stop_after=1):
+                woke = True
+                if not valid_payload(notify.payload):
+                    log.warning("ignoring malformed NOTIFY payload", payload=notify.payload[:100])
+            if woke:
+                return
+
+    # -- work ------------------------------------------------------------------------------------------------
+
+    def drain(self, work: psycopg.Connection[Any], redis_conn: redis.Redis) -> int:
+        """Claim pending events batch by batch, enqueue their jobs, mark them; returns events handled."""
+        queue = profiles_queue(redis_conn)
+        total = 0
+        while not self.stop.is_set():
+            with work.transaction():
+                rows = work.execute(_CLAIM, (self.settings.drain_batch_size,)).fetchall()
+                if not rows:
+                    break
+                plans = plan_jobs(rows, self.settings.job_batch_size)
+                enqueue_plans(queue, plans, self.settings)
+                work.execute(_MARK, flatten(plans))
+            total += len(rows)
+            log.info("events enqueued", events=len(rows), jobs=len(plans))
+            if len(rows) < self.settings.drain_batch_size:
+                break
+        self.enqueued_total += total
+        return total
+
+    def redeliver(self, work: psycopg.Connection[Any], redis_conn: redis.Redis) -> int:
+        """Re-enqueue events whose job is gone from Redis or ended without retiring them."""
+        queue = profiles_queue(redis_conn)
+        with work.transaction():
+            rows = work.execute(
+                _STALE, (self.settings.redeliver_after, self.settings.drain_batch_size)
+            ).fetchall()
+            if not rows:
+                return 0
+            job_ids = sorted({row[2] for row in rows})
+            jobs = Job.fetch_many(job_ids, connection=redis_conn, serializer=JSONSerializer)
+            live = {job.id for job in jobs if job is not None and job.get_status() in _LIVE_JOB_STATES}
+            orphans = [(event_id, user_id) for event_id, user_id, job_id in rows if job_id not in live]
+            if not orphans:
+                return 0
+            plans = plan_jobs(orphans, self.settings.job_batch_size)
+            enqueue_plans(queue, plans, self.settings)
+            work.execute(_MARK, flatten(plans))
+        log.warning("events redelivered", events=len(orphans), jobs=len(plans))
+        return len(orphans)

@@ -1,0 +1,59 @@
+"""Profile creation against PostgreSQL: one set-based call per batch, bisected when a batch fails for good."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from profilesync.db import is_transient
+
+
+@dataclass
+class Outcome:
+    created: int = 0
+    missing: int = 0
+    failed: list[tuple[uuid.UUID, str]] = field(default_factory=list)
+
+
+def create_profiles(conn: psycopg.Connection[Any], user_ids: list[uuid.UUID]) -> Outcome:
+    """Create missing profiles for `user_ids`; a user deleted from auth.users counts as missing, not failed.
+
+    Transient errors propagate (the job is retried). A permanent error splits the batch in halves until the
+    users that fail on their own are isolated, so every other user still gets a profile.
+    """
+    outcome = Outcome()
+    _create(conn, user_ids, outcome)
+    return outcome
+
+
+def _create(conn: psycopg.Connection[Any], user_ids: list[uuid.UUID], outcome: Outcome) -> None:
+    if not user_ids:
+        return
+    try:
+        with conn.transaction():
+            row = conn.execute("SELECT * FROM profile_sync.create_profiles(%s)", (user_ids,)).fetchone()
+    except psycopg.Error as exc:
+        if is_transient(exc) or conn.broken:
+            raise
+        if len(user_ids) == 1:
+            outcome.failed.append((user_ids[0], f"{type(exc).__name__}: {exc}"[:500]))
+            return
+        middle = len(user_ids) // 2
+        _create(conn, user_ids[:middle], outcome)
+        _create(conn, user_ids[middle:], outcome)
+        return
+    assert row is not None
+    outcome.created += row[0]
+    outcome.missing += row[1]
+
+
+def mark_failed(conn: psycopg.Connection[Any], user_id: uuid.UUID, error: str) -> None:
+    """Record a permanent failure on the user's events so the publisher stops redelivering them."""
+    with conn.transaction():
+        conn.execute(
+            "UPDATE profile_sync.signup_events SET failed_at = now(), last_error = %s WHERE user_id = %s",
+            (error, user_id),
+        )

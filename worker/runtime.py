@@ -1,0 +1,41 @@
+"""Per-process state of a worker: its Settings and one persistent PostgreSQL connection."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from profilesync import db
+from profilesync.config import Settings
+
+_settings: Settings | None = None
+_conn: psycopg.Connection[Any] | None = None
+
+
+def configure(settings: Settings) -> None:
+    """Called by `profilesync worker` before it starts; a plain `rq worker` falls back to the environment."""
+    global _settings
+    _settings = settings
+
+
+def settings() -> Settings:
+    global _settings
+    if _settings is None:
+        _settings = Settings()
+    return _settings
+
+
+def connection() -> psycopg.Connection[Any]:
+    """The process's connection, reopened after it broke (a restart, a terminated backend)."""
+    global _conn
+    if _conn is None or _conn.closed or _conn.broken:
+        _conn = db.connect(settings().database_url, autocommit=True, application_name="profilesync-worker")
+    return _conn
+
+
+def close() -> None:
+    global _conn
+    if _conn is not None:
+        _conn.close()
+        _conn = None
