@@ -20,7 +20,9 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
     with db.connect(settings.database_url, autocommit=True) as conn:
         applied = migrate(conn, dev_auth_stub=args.dev_auth_stub)
-    print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else " (up to date)"))
+    print(
+        f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else " (up to date)")
+    )
     return 0
 
 
@@ -53,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("migrate", help="apply SQL migrations (idempotent)")
-    p.add_argument("--dev-auth-stub", action="store_true", help="create a Supabase-like auth schema (plain Postgres)")
+    p.add_argument(
+        "--dev-auth-stub", action="store_true", help="create a Supabase-like auth schema (plain Postgres)"
+    )
     p.set_defaults(func=cmd_migrate)
 
     p = sub.add_parser("publisher", help="LISTEN for signups and enqueue profile jobs")

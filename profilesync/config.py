@@ -31,7 +31,9 @@ def redact(url: str) -> str:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PROFILESYNC_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="PROFILESYNC_", env_file=".env", extra="ignore", populate_by_name=True
+    )
 
     database_url: str = Field(
         default="postgresql://postgres@127.0.0.1:5432/postgres",
@@ -50,7 +52,9 @@ class Settings(BaseSettings):
     drain_batch_size: int = Field(default=2000, ge=1, description="events claimed per drain transaction")
     job_batch_size: int = Field(default=250, ge=1, description="user ids per RQ job")
     safety_interval: float = Field(default=5.0, gt=0, description="seconds between safety drains")
-    redeliver_after: float = Field(default=60.0, gt=0, description="seconds before an enqueued event is checked")
+    redeliver_after: float = Field(
+        default=60.0, gt=0, description="seconds before an enqueued event is checked"
+    )
     reconnect_max_delay: float = Field(default=30.0, gt=0)
 
     # worker / jobs

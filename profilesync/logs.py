@@ -52,4 +52,4 @@ def _identity(_: Any, __: str, event: Any) -> Any:
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
-    return structlog.stdlib.get_logger(name)  # type: ignore[no-any-return]
+    return structlog.stdlib.get_logger(name)

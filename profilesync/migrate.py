@@ -38,7 +38,9 @@ class Migration:
 
 def available(sql_dir: Path = SQL_DIR) -> list[Migration]:
     if not sql_dir.is_dir():
-        raise MigrationError(f"SQL directory {sql_dir} not found (install profilesync from a source checkout)")
+        raise MigrationError(
+            f"SQL directory {sql_dir} not found (install profilesync from a source checkout)"
+        )
     found = []
     for path in sorted(sql_dir.glob("*.sql")):
         match = _NAME.match(path.name)
@@ -61,13 +63,15 @@ def pending(conn: psycopg.Connection[Any], sql_dir: Path = SQL_DIR) -> list[Migr
     return [m for m in available(sql_dir) if m.version not in done]
 
 
-def migrate(conn: psycopg.Connection[Any], *, dev_auth_stub: bool = False, sql_dir: Path = SQL_DIR) -> list[str]:
+def migrate(
+    conn: psycopg.Connection[Any], *, dev_auth_stub: bool = False, sql_dir: Path = SQL_DIR
+) -> list[str]:
     """Apply pending migrations, each in its own transaction. Returns the names applied."""
     conn.autocommit = True
     conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
     try:
         if dev_auth_stub:
-            conn.execute((sql_dir / "dev" / AUTH_STUB.name).read_text())  # type: ignore[arg-type]
+            conn.execute((sql_dir / "dev" / AUTH_STUB.name).read_text())
             log.info("auth stub applied")
         has_auth = conn.execute("SELECT to_regclass('auth.users') IS NOT NULL").fetchone()
         if not has_auth or not has_auth[0]:
@@ -80,7 +84,7 @@ def migrate(conn: psycopg.Connection[Any], *, dev_auth_stub: bool = False, sql_d
         for migration in pending(conn, sql_dir):
             try:
                 with conn.transaction():
-                    conn.execute(migration.path.read_text())  # type: ignore[arg-type]
+                    conn.execute(migration.path.read_text())
                     conn.execute(
                         "INSERT INTO profile_sync.schema_migrations (version, name) VALUES (%s, %s)",
                         (migration.version, migration.name),

@@ -12,7 +12,7 @@ from rq.serializers import JSONSerializer
 from profilesync import QUEUE_NAME
 from profilesync.config import Settings
 
-# The job function, by dotted path: the publisher never imports the worker, and renaming it breaks queued jobs.
+# The job function, by dotted path: the publisher never imports the worker; renaming it breaks queued jobs.
 CREATE_PROFILES = "worker.jobs.create_profiles"
 RETRY_INTERVALS = [2, 5, 15, 60, 300]
 

@@ -31,7 +31,7 @@ def plan_jobs(events: Iterable[tuple[int, object]], job_batch_size: int) -> list
 
 
 def valid_payload(payload: str) -> bool:
-    """A NOTIFY payload is a user id; anything else is logged and ignored (the drain reads the table anyway)."""
+    """A NOTIFY payload is a user id; anything else is logged and ignored (drains read the table anyway)."""
     try:
         uuid.UUID(payload)
     except ValueError:

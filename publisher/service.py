@@ -89,8 +89,12 @@ class Publisher:
         """One connected session: LISTEN, register, drain, then wait for wake-ups until stopped or broken."""
         redis_conn = connect_redis(self.settings.redis_url)
         with (
-            db.connect(self.settings.listen_url, autocommit=True, application_name="profilesync-listen") as listen,
-            db.connect(self.settings.database_url, autocommit=True, application_name="profilesync-publisher") as work,
+            db.connect(
+                self.settings.listen_url, autocommit=True, application_name="profilesync-listen"
+            ) as listen,
+            db.connect(
+                self.settings.database_url, autocommit=True, application_name="profilesync-publisher"
+            ) as work,
         ):
             listen.execute(f"LISTEN {CHANNEL}")
             pid = listen.info.backend_pid
@@ -107,7 +111,11 @@ class Publisher:
                 redis_conn.close()
 
     def _wait_loop(
-        self, listen: psycopg.Connection[Any], work: psycopg.Connection[Any], redis_conn: redis.Redis, pid: int
+        self,
+        listen: psycopg.Connection[Any],
+        work: psycopg.Connection[Any],
+        redis_conn: redis.Redis,
+        pid: int,
     ) -> None:
         next_safety = time.monotonic() + self.settings.safety_interval
         while not self.stop.is_set():

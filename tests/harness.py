@@ -1,0 +1,134 @@
+"""Helpers shared by the integration tests: realistic signups, and the pipeline run in-process."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+from rq.serializers import JSONSerializer
+from rq.worker import SimpleWorker
+
+from profilesync.config import Settings
+from profilesync.queueing import connect_redis, profiles_queue
+from publisher.service import Publisher
+from worker import runtime
+
+# raw_user_meta_data / columns as Supabase's auth server writes them for each kind of signup.
+SIGNUP_KINDS: dict[str, dict[str, Any]] = {
+    "email": {"email": "ada@example.com", "meta": {"email": "ada@example.com", "email_verified": False}},
+    "phone": {"email": None, "phone": "15550001111", "meta": {"phone_verified": False}},
+    "anonymous": {"email": None, "is_anonymous": True, "meta": {}},
+    "google": {
+        "email": "grace@gmail.com",
+        "meta": {
+            "iss": "https://accounts.google.com",
+            "name": "Grace Hopper",
+            "full_name": "Grace Hopper",
+            "picture": "https://lh3.googleusercontent.com/a/photo.jpg",
+            "avatar_url": "https://lh3.googleusercontent.com/a/photo.jpg",
+            "email": "grace@gmail.com",
+        },
+    },
+    "github": {
+        "email": "linus@users.noreply.github.com",
+        "meta": {
+            "user_name": "torvalds",
+            "preferred_username": "torvalds",
+            "avatar_url": "https://avatars.githubusercontent.com/u/1024025",
+        },
+    },
+    "sso": {
+        "email": "alan@corp.example",
+        "is_sso_user": True,
+        "meta": {"custom_claims": {}, "name": "Alan Turing"},
+    },
+}
+
+
+def signup(conn: psycopg.Connection[Any], kind: str = "email", **overrides: Any) -> uuid.UUID:
+    """Insert one auth.users row as Supabase's auth server would for this kind of signup."""
+    spec = {**SIGNUP_KINDS[kind], **overrides}
+    user_id = spec.get("id") or uuid.uuid4()
+    email = spec.get("email")
+    if email and kind == "email" and "email" not in overrides:
+        email = f"{user_id.hex[:8]}@example.com"
+    phone = spec.get("phone")
+    if phone and "phone" not in overrides:
+        phone = f"1555{user_id.int % 10**7:07d}"
+    conn.execute(
+        """
+        INSERT INTO auth.users (id, aud, role, email, phone, raw_user_meta_data, raw_app_meta_data,
+                                is_anonymous, is_sso_user, created_at)
+        VALUES (%s, 'authenticated', 'authenticated', %s, %s, %s, %s, %s, %s, now())
+        """,
+        (
+            user_id,
+            email,
+            phone,
+            Jsonb(spec.get("meta", {})),
+            Jsonb({"provider": kind}),
+            spec.get("is_anonymous", False),
+            spec.get("is_sso_user", False),
+        ),
+    )
+    return user_id  # type: ignore[no-any-return]
+
+
+def bulk_signup(conn: psycopg.Connection[Any], count: int) -> None:
+    """`count` email signups in one INSERT statement."""
+    conn.execute(
+        """
+        INSERT INTO auth.users (id, email, raw_user_meta_data)
+        SELECT gen_random_uuid(), 'bulk' || g || '@example.com', jsonb_build_object('name', 'Bulk ' || g)
+        FROM generate_series(1, %s) g
+        """,
+        (count,),
+    )
+
+
+@contextmanager
+def running_publisher(settings: Settings) -> Iterator[Publisher]:
+    publisher = Publisher(settings)
+    thread = threading.Thread(target=publisher.run, name="publisher", daemon=True)
+    thread.start()
+    try:
+        yield publisher
+    finally:
+        publisher.stop.set()
+        thread.join(timeout=10)
+        assert not thread.is_alive(), "publisher did not stop"
+
+
+def run_worker_burst(settings: Settings) -> None:
+    """Process every queued job in this process, then return."""
+    runtime.configure(settings)
+    redis_conn = connect_redis(settings.redis_url)
+    try:
+        SimpleWorker([profiles_queue(redis_conn)], connection=redis_conn, serializer=JSONSerializer).work(
+            burst=True, with_scheduler=False
+        )
+    finally:
+        runtime.close()
+        redis_conn.close()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 20.0, interval: float = 0.05) -> bool:
+    """Bounded wait for an eventually-true condition (test code only)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+def count(conn: psycopg.Connection[Any], query: str, params: tuple[Any, ...] = ()) -> int:
+    row = conn.execute(query, params).fetchone()  # type: ignore[arg-type]
+    assert row is not None
+    return int(row[0])
