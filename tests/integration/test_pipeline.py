@@ -1,0 +1,287 @@
+"""The pipeline on real PostgreSQL and Redis: signup → outbox → publisher → RQ → worker → profile."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import psycopg
+import pytest
+import redis
+from rq.job import Job, JobStatus
+from rq.registry import FailedJobRegistry
+from rq.serializers import JSONSerializer
+from structlog.testing import capture_logs
+
+from profilesync.config import Settings
+from profilesync.migrate import available, migrate
+from profilesync.queueing import CREATE_PROFILES, connect_redis, profiles_queue
+from publisher.service import Publisher
+from tests.harness import (
+    SIGNUP_KINDS,
+    bulk_signup,
+    count,
+    run_worker_burst,
+    running_publisher,
+    signup,
+    wait_for,
+)
+
+PENDING = "SELECT count(*) FROM profile_sync.signup_events WHERE enqueued_at IS NULL"
+EVENTS = "SELECT count(*) FROM profile_sync.signup_events"
+PROFILES = "SELECT count(*) FROM public.user_profiles"
+WITHOUT_PROFILE = (
+    "SELECT count(*) FROM auth.users u LEFT JOIN public.user_profiles p USING (id) WHERE p.id IS NULL"
+)
+
+Conn = psycopg.Connection[Any]
+
+
+def drain_once(settings: Settings) -> int:
+    with psycopg.connect(settings.database_url, autocommit=True) as work:
+        return Publisher(settings).drain(work, connect_redis(settings.redis_url))
+
+
+def test_bulk_signup_in_one_statement_gives_each_user_exactly_one_profile(
+    conn: Conn, settings: Settings
+) -> None:
+    with running_publisher(settings):
+        bulk_signup(conn, 2000)
+        assert wait_for(lambda: count(conn, PENDING) == 0)
+    run_worker_burst(settings)
+    assert count(conn, PROFILES) == 2000
+    assert count(conn, WITHOUT_PROFILE) == 0
+    assert count(conn, EVENTS) == 0
+
+
+def test_every_signup_kind_gets_a_mapped_profile(conn: Conn, settings: Settings) -> None:
+    ids = {kind: signup(conn, kind) for kind in SIGNUP_KINDS}
+    assert drain_once(settings) == len(SIGNUP_KINDS)
+    run_worker_burst(settings)
+    rows = conn.execute("SELECT id, email, full_name, avatar_url FROM public.user_profiles").fetchall()
+    by_id = {row[0]: row[1:] for row in rows}
+    assert by_id[ids["email"]][1:] == (None, None)
+    assert by_id[ids["email"]][0].endswith("@example.com")
+    assert by_id[ids["phone"]] == (None, None, None)
+    assert by_id[ids["anonymous"]] == (None, None, None)
+    assert by_id[ids["google"]] == (
+        "grace@gmail.com",
+        "Grace Hopper",
+        "https://lh3.googleusercontent.com/a/photo.jpg",
+    )
+    assert by_id[ids["github"]] == (
+        "linus@users.noreply.github.com",
+        "torvalds",
+        "https://avatars.githubusercontent.com/u/1024025",
+    )
+    assert by_id[ids["sso"]] == ("alan@corp.example", "Alan Turing", None)
+
+
+@pytest.mark.parametrize(
+    ("meta", "full_name", "avatar_url"),
+    [
+        ({"name": "Only Name", "picture": "https://x.test/p.png"}, "Only Name", "https://x.test/p.png"),
+        ({"full_name": 123, "name": ["list"], "user_name": "fallback"}, "fallback", None),
+        ({"preferred_username": "  spaced\n\tout  "}, "spacedout", None),
+        ({"name": "x" * 10_000}, "x" * 200, None),
+        ({"name": "\u202eevil\u202c مرحبا 😀"}, "evil مرحبا 😀", None),
+        (
+            {"avatar_url": "javascript:alert(1)", "picture": "https://ok.test/a.png"},
+            None,
+            "https://ok.test/a.png",
+        ),
+        ({"avatar_url": {"url": "https://x.test"}}, None, None),
+        ({"name": "   "}, None, None),
+    ],
+)
+def test_metadata_is_type_checked_capped_and_stripped(
+    conn: Conn, settings: Settings, meta: dict[str, Any], full_name: str | None, avatar_url: str | None
+) -> None:
+    user_id = signup(conn, "email", meta=meta)
+    conn.execute("SELECT profile_sync.create_profiles(%s)", ([user_id],))
+    assert conn.execute(
+        "SELECT full_name, avatar_url FROM public.user_profiles WHERE id = %s", (user_id,)
+    ).fetchone() == (full_name, avatar_url)
+
+
+def test_duplicate_events_and_jobs_give_one_profile(
+    conn: Conn, settings: Settings, redis_conn: redis.Redis
+) -> None:
+    users = [signup(conn) for _ in range(20)]
+    conn.execute("INSERT INTO profile_sync.signup_events (user_id) SELECT unnest(%s::uuid[])", (users,))
+    conn.execute("INSERT INTO profile_sync.signup_events (user_id) SELECT unnest(%s::uuid[])", (users,))
+    assert drain_once(settings) == 60
+    queue = profiles_queue(redis_conn)
+    queue.enqueue(CREATE_PROFILES, args=([str(u) for u in users],))  # a replayed duplicate job
+    run_worker_burst(settings)
+    assert count(conn, PROFILES) == 20
+    assert count(conn, EVENTS) == 0
+    assert FailedJobRegistry(queue=queue).count == 0
+
+
+def test_publisher_started_after_the_signups_catches_up(conn: Conn, settings: Settings) -> None:
+    bulk_signup(conn, 300)
+    for kind in SIGNUP_KINDS:
+        signup(conn, kind)
+    with running_publisher(settings):
+        assert wait_for(lambda: count(conn, PENDING) == 0)
+    run_worker_burst(settings)
+    assert count(conn, WITHOUT_PROFILE) == 0
+
+
+def test_an_idle_publisher_is_woken_by_notify_not_the_safety_timer(conn: Conn, settings: Settings) -> None:
+    slow_timer = settings.model_copy(update={"safety_interval": 60.0})
+    with running_publisher(slow_timer):
+        assert wait_for(lambda: count(conn, "SELECT count(*) FROM profile_sync.publishers WHERE idle") == 1)
+        signup(conn)
+        assert wait_for(lambda: count(conn, PENDING) == 0, timeout=5.0)
+
+
+def test_malformed_notify_payloads_are_logged_and_ignored(conn: Conn, settings: Settings) -> None:
+    with capture_logs() as logs, running_publisher(settings):
+        assert wait_for(lambda: count(conn, "SELECT count(*) FROM profile_sync.publishers WHERE idle") == 1)
+        conn.execute("SELECT pg_notify('profile_sync_signup', 'not a uuid; DROP TABLE auth.users')")
+        conn.execute("SELECT pg_notify('profile_sync_signup', '')")
+        assert wait_for(lambda: sum(e["event"] == "ignoring malformed NOTIFY payload" for e in logs) == 2)
+        user_id = signup(conn)  # still working afterwards
+        assert wait_for(lambda: count(conn, PENDING) == 0)
+    run_worker_burst(settings)
+    assert count(conn, "SELECT count(*) FROM public.user_profiles WHERE id = %s", (user_id,)) == 1
+
+
+def test_trigger_works_as_supabase_auth_admin_with_auth_search_path(conn: Conn) -> None:
+    with conn.transaction():
+        conn.execute("SET LOCAL ROLE supabase_auth_admin")
+        conn.execute("SET LOCAL search_path = auth")
+        conn.execute("INSERT INTO users (id, phone) VALUES (gen_random_uuid(), '15550000000')")
+    assert count(conn, EVENTS) == 1
+
+
+def test_trigger_function_is_security_definer_with_empty_search_path(conn: Conn) -> None:
+    row = conn.execute(
+        "SELECT prosecdef, proconfig FROM pg_proc WHERE oid = 'profile_sync.on_auth_user_created'::regproc"
+    ).fetchone()
+    assert row == (True, ['search_path=""'])
+
+
+def test_a_broken_outbox_never_blocks_a_signup(conn: Conn) -> None:
+    notices: list[str] = []
+    conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
+    conn.execute("ALTER TABLE profile_sync.signup_events RENAME TO signup_events_gone")
+    user_id = signup(conn)
+    assert count(conn, "SELECT count(*) FROM auth.users WHERE id = %s", (user_id,)) == 1
+    assert any("not recorded" in n for n in notices)
+
+
+def test_a_user_deleted_before_the_job_runs_is_done_not_failed(
+    conn: Conn, settings: Settings, redis_conn: redis.Redis
+) -> None:
+    kept, deleted = signup(conn), signup(conn)
+    assert drain_once(settings) == 2
+    conn.execute("DELETE FROM auth.users WHERE id = %s", (deleted,))
+    run_worker_burst(settings)
+    queue = profiles_queue(redis_conn)
+    assert FailedJobRegistry(queue=queue).count == 0
+    finished = queue.finished_job_registry.get_job_ids()
+    result = Job.fetch(finished[0], connection=redis_conn, serializer=JSONSerializer).return_value()
+    assert result == {"created": 1, "existing": 0, "missing": 1, "failed": 0}
+    assert count(conn, PROFILES) == 1
+    assert count(conn, EVENTS) == 0
+    assert kept != deleted
+
+
+def test_bad_ids_fail_alone_and_good_users_still_get_profiles(
+    conn: Conn, settings: Settings, redis_conn: redis.Redis
+) -> None:
+    good = signup(conn)
+    queue = profiles_queue(redis_conn)
+    queue.enqueue(CREATE_PROFILES, args=(["not-a-uuid", str(good), 42],))
+    run_worker_burst(settings)
+    assert count(conn, PROFILES) == 1
+    failed = FailedJobRegistry(queue=queue)
+    jobs = [
+        Job.fetch(job_id, connection=redis_conn, serializer=JSONSerializer) for job_id in failed.get_job_ids()
+    ]
+    assert sorted(str(job.args[0]) for job in jobs) == ["['42']", "['not-a-uuid']"]
+    for job in jobs:
+        assert job.get_status() == JobStatus.FAILED
+        assert "not a user id" in (job.latest_result().exc_string or "")  # type: ignore[union-attr]
+
+
+def test_a_permanently_failing_user_is_isolated_marked_and_not_redelivered(
+    conn: Conn, settings: Settings, redis_conn: redis.Redis
+) -> None:
+    # The app's own constraint rejects one user's profile: the rest of the batch must still go through.
+    conn.execute("ALTER TABLE public.user_profiles ADD CONSTRAINT no_mallory CHECK (full_name <> 'Mallory')")
+    users = [signup(conn, meta={"name": f"User {i}"}) for i in range(7)]
+    mallory = signup(conn, meta={"name": "Mallory"})
+    assert drain_once(settings) == 8
+    run_worker_burst(settings)
+    assert count(conn, PROFILES) == 7
+    assert count(conn, "SELECT count(*) FROM public.user_profiles WHERE id = ANY(%s)", (users,)) == 7
+    failed = FailedJobRegistry(queue=profiles_queue(redis_conn))
+    assert failed.count == 1
+    job = Job.fetch(failed.get_job_ids()[0], connection=redis_conn, serializer=JSONSerializer)
+    assert job.args[0] == [str(mallory)]
+    assert "CheckViolation" in (job.latest_result().exc_string or "")  # type: ignore[union-attr]
+    row = conn.execute("SELECT failed_at IS NOT NULL, last_error FROM profile_sync.signup_events").fetchone()
+    assert row is not None and row[0] and "no_mallory" in row[1]
+    conn.execute("UPDATE profile_sync.signup_events SET enqueued_at = now() - interval '1 hour'")
+    with psycopg.connect(settings.database_url, autocommit=True) as work:
+        assert Publisher(settings).redeliver(work, redis_conn) == 0
+
+
+def test_events_stay_pending_when_redis_is_down(conn: Conn, settings: Settings) -> None:
+    signup(conn)
+    dead = settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
+    with pytest.raises(redis.ConnectionError):
+        drain_once(dead)
+    assert count(conn, PENDING) == 1
+    assert drain_once(settings) == 1
+
+
+def test_events_whose_job_vanished_from_redis_are_redelivered(
+    conn: Conn, settings: Settings, redis_conn: redis.Redis
+) -> None:
+    users = [signup(conn) for _ in range(3)]
+    assert drain_once(settings) == 3
+    redis_conn.flushdb()  # Redis lost its data
+    conn.execute("UPDATE profile_sync.signup_events SET enqueued_at = now() - interval '1 hour'")
+    with psycopg.connect(settings.database_url, autocommit=True) as work:
+        assert Publisher(settings).redeliver(work, redis_conn) == 3
+        assert Publisher(settings).redeliver(work, redis_conn) == 0  # fresh again
+    run_worker_burst(settings)
+    assert count(conn, "SELECT count(*) FROM public.user_profiles WHERE id = ANY(%s)", (users,)) == 3
+
+
+def test_jobs_still_queued_are_not_redelivered(
+    conn: Conn, settings: Settings, redis_conn: redis.Redis
+) -> None:
+    signup(conn)
+    assert drain_once(settings) == 1
+    conn.execute("UPDATE profile_sync.signup_events SET enqueued_at = now() - interval '1 hour'")
+    with psycopg.connect(settings.database_url, autocommit=True) as work:
+        assert Publisher(settings).redeliver(work, redis_conn) == 0
+    assert profiles_queue(redis_conn).count == 1
+
+
+def test_migrations_are_recorded_and_idempotent(conn: Conn) -> None:
+    versions = [m.version for m in available()]
+    recorded = [r[0] for r in conn.execute("SELECT version FROM profile_sync.schema_migrations ORDER BY 1")]
+    assert recorded == versions
+    assert migrate(conn, dev_auth_stub=True) == []
+
+
+def test_migrate_refuses_a_database_without_auth_users(pg_admin_url: str) -> None:
+    from profilesync.errors import MigrationError
+    from tests.servers import with_dbname
+
+    name = f"noauth_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_admin_url, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+        try:
+            with psycopg.connect(with_dbname(pg_admin_url, name), autocommit=True) as target:
+                with pytest.raises(MigrationError, match="--dev-auth-stub"):
+                    migrate(target)
+        finally:
+            admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
