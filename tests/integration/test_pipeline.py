@@ -280,8 +280,10 @@ def test_migrate_refuses_a_database_without_auth_users(pg_admin_url: str) -> Non
     with psycopg.connect(pg_admin_url, autocommit=True) as admin:
         admin.execute(f"CREATE DATABASE {name}")
         try:
-            with psycopg.connect(with_dbname(pg_admin_url, name), autocommit=True) as target:
-                with pytest.raises(MigrationError, match="--dev-auth-stub"):
-                    migrate(target)
+            with (
+                psycopg.connect(with_dbname(pg_admin_url, name), autocommit=True) as target,
+                pytest.raises(MigrationError, match="--dev-auth-stub"),
+            ):
+                migrate(target)
         finally:
             admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
