@@ -87,8 +87,8 @@ class Publisher:
 
     def _session(self) -> None:
         """One connected session: LISTEN, register, drain, then wait for wake-ups until stopped or broken."""
-        redis_conn = connect_redis(self.settings.redis_url)
         with (
+            connect_redis(self.settings.redis_url) as redis_conn,
             db.connect(
                 self.settings.listen_url, autocommit=True, application_name="profilesync-listen"
             ) as listen,
@@ -108,7 +108,6 @@ class Publisher:
             finally:
                 if not work.closed and not work.broken:
                     work.execute("DELETE FROM profile_sync.publishers WHERE backend_pid = %s", (pid,))
-                redis_conn.close()
 
     def _wait_loop(
         self,
