@@ -1,4 +1,7 @@
-"""The chat service's errors: what a caller can act on, never a raw database error."""
+"""The chat service's errors: what a caller can act on, never a raw database error.
+
+No trailing period in the docstrings: the message continues with ": <detail>".
+"""
 
 from __future__ import annotations
 
@@ -6,12 +9,12 @@ from profilesync.errors import ProfileSyncError
 
 
 class InvalidUserIdError(ProfileSyncError, ValueError):
-    """Not a user id (expected a UUID)."""
+    """Not a user id (expected a UUID)"""
 
 
 class UnknownUserError(ProfileSyncError):
-    """No such user (absent from auth.users, or deleted)."""
+    """No such user (absent from auth.users, or deleted)"""
 
 
 class ProfileNotReadyError(ProfileSyncError):
-    """The user's profile was not created in time; retry later."""
+    """The user's profile was not created in time (retry later)"""

@@ -355,10 +355,16 @@ def _start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
         )
 
 
+@pytest.mark.parametrize("hold_profiles", [False, True], ids=["race", "all-wait"])
 def test_200_new_users_chat_right_after_signup_while_workers_run(
-    conn: Conn, settings: Settings, tmp_path: Path
+    conn: Conn, settings: Settings, tmp_path: Path, hold_profiles: bool
 ) -> None:
-    """Fallback "error": each conversation must come through the readiness signal, none by inline creation."""
+    """Fallback "error": each conversation must come through the readiness signal, none by inline creation.
+
+    "race": the workers usually win against the chat insert, so only some users wait. "all-wait": the test
+    holds a SHARE lock on user_profiles (the workers' inserts queue behind it, the chat's foreign-key checks
+    don't) until all 200 users wait, so the whole burst takes the 23503 → wait → wake path.
+    """
     n = 200
     workers = [_start_worker(settings, tmp_path / f"worker{i}.log") for i in range(2)]
     try:
@@ -366,22 +372,34 @@ def test_200_new_users_chat_right_after_signup_while_workers_run(
             running_publisher(settings),
             chat_service(settings, max_size=20, chat_wait_timeout=20.0, chat_fallback="error") as (
                 service,
-                pool,
+                _,
             ),
+            ConnectionPool(
+                settings.database_url, min_size=20, max_size=20, kwargs={"autocommit": True}
+            ) as auth,
+            psycopg.connect(settings.database_url) as holder,
         ):
-            warmup = signup(conn, "email")  # workers are up and the pipeline flows
+            warmup = signup(conn, "email")  # the workers are up and the pipeline flows
             assert wait_for(lambda: has_profile(conn, warmup), timeout=30)
+            if hold_profiles:
+                holder.execute("LOCK TABLE public.user_profiles IN SHARE MODE")
             start = threading.Barrier(n)
 
             def new_user_chats(i: int) -> Conversation:
                 start.wait()
-                with pool.connection() as own:
-                    user_id = signup(own, "email")
+                with auth.connection() as auth_conn:
+                    user_id = signup(auth_conn, "email")
                 return service.create_conversation(user_id, f"chat {i}")
 
             with capture_logs() as logs, ThreadPoolExecutor(max_workers=n) as executor:
                 futures = [executor.submit(new_user_chats, i) for i in range(n)]
-                results = [f.exception(timeout=60) or f.result() for f in futures]
+                if hold_profiles:
+                    assert wait_for(lambda: count(conn, WAITERS) == n, timeout=30)
+                    assert not any(f.done() for f in futures)
+                    holder.commit()
+                released = time.monotonic()
+                results = [f.exception(timeout=20) or f.result() for f in futures]
+                all_done_after = time.monotonic() - released
     finally:
         for worker in workers:
             worker.send_signal(signal.SIGTERM)
@@ -393,3 +411,7 @@ def test_200_new_users_chat_right_after_signup_while_workers_run(
     assert count(conn, "SELECT count(*) FROM public.chat_conversations") == n
     assert count(conn, WAITERS) == 0
     assert not [e for e in logs if e["event"] == "profile created inline after waiting"]
+    if hold_profiles:
+        waited = [e for e in logs if e["event"] == "conversation created after waiting for the profile"]
+        assert len(waited) == n
+        assert all_done_after < 5.0, all_done_after
