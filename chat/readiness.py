@@ -63,17 +63,19 @@ class ReadinessListener:
 
     def _run(self) -> None:
         delay = 0.0
-        while not self._stop.is_set():
-            try:
-                self._session()
-            except (psycopg.Error, OSError) as exc:
-                self._set_pid(None)
-                delay = min(self._max_delay, max(_FIRST_RETRY, delay * 2))
-                log.warning("chat LISTEN connection lost; reconnecting", error=str(exc), retry_in=delay)
-                self._stop.wait(delay)
-            else:
-                delay = 0.0
-        self._set_pid(None)
+        try:
+            while not self._stop.is_set():
+                try:
+                    self._session()
+                except (psycopg.Error, OSError) as exc:
+                    self._set_pid(None)
+                    delay = min(self._max_delay, max(_FIRST_RETRY, delay * 2))
+                    log.warning("chat LISTEN connection lost; reconnecting", error=str(exc), retry_in=delay)
+                    self._stop.wait(delay)
+                else:
+                    delay = 0.0
+        finally:
+            self._set_pid(None)  # waiters stop registering against a connection that is gone
 
     def _session(self) -> None:
         with db.connect(self._url, autocommit=True, application_name="profilesync-chat-listen") as conn:

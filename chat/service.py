@@ -68,8 +68,12 @@ class ChatService:
         self.close()
 
     def close(self) -> None:
-        """Stop the LISTEN thread and close its connection (the pool stays the caller's)."""
+        """Stop the LISTEN thread and close its connection (the pool stays the caller's).
+
+        Callers still waiting stop waiting and take the fallback at once.
+        """
         self._listener.close()
+        self._registry.recheck_all()
 
     def create_conversation(self, user_id: uuid.UUID | str, title: str | None = None) -> Conversation:
         uid = parse_user_id(user_id)

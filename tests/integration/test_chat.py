@@ -334,6 +334,21 @@ def test_registrations_of_dead_listeners_are_forgotten_on_connect(conn: Conn, se
         assert wait_for(lambda: count(conn, WAITERS) == 0)
 
 
+def test_close_releases_waiting_callers_to_the_fallback(conn: Conn, settings: Settings) -> None:
+    user_id = signup(conn, "email")
+    with chat_service(settings, chat_wait_timeout=30.0, chat_fallback="create") as (service, _):
+        thread, outcome = in_thread(lambda: service.create_conversation(user_id))
+        assert wait_for(lambda: count(conn, WAITERS) == 1)
+        started = time.monotonic()
+        service.close()
+        thread.join(timeout=5)
+        elapsed = time.monotonic() - started
+    assert isinstance(outcome[0], Conversation), outcome
+    assert elapsed < 1.0, elapsed  # not the 30 s timeout
+    assert has_profile(conn, user_id)
+    assert count(conn, WAITERS) == 0
+
+
 def test_a_transaction_pooler_url_is_refused(settings: Settings) -> None:
     pooled = settings.model_copy(update={"database_url": "postgresql://u@db.example.com:6543/postgres"})
     with (
