@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -28,6 +29,14 @@ _FIRST_RETRY = 0.1
 log = get_logger(__name__)
 
 
+@dataclass(frozen=True)
+class ListenSession:
+    """One LISTEN connection's lifetime: `number` grows with every reconnect."""
+
+    number: int
+    backend_pid: int
+
+
 class ReadinessListener:
     def __init__(self, settings: Settings, registry: WaiterRegistry) -> None:
         if is_transaction_pooler(settings.listen_url):
@@ -40,15 +49,18 @@ class ReadinessListener:
         self._registry = registry
         self._stop = threading.Event()
         self._changed = threading.Condition()
-        self._pid: int | None = None
+        self._current: ListenSession | None = None
+        self._sessions = 0
         self._thread = threading.Thread(target=self._run, name="profilesync-chat-listen", daemon=True)
         self._thread.start()
 
-    def backend_pid(self, timeout: float) -> int | None:
-        """The LISTEN backend's pid once LISTEN is active; None if it is not within `timeout` seconds."""
+    def current(self, timeout: float) -> ListenSession | None:
+        """The session once LISTEN is active; None if it is not within `timeout` seconds, or after close()."""
         with self._changed:
-            self._changed.wait_for(lambda: self._pid is not None or self._stop.is_set(), max(timeout, 0.0))
-            return self._pid
+            self._changed.wait_for(
+                lambda: self._current is not None or self._stop.is_set(), max(timeout, 0.0)
+            )
+            return None if self._stop.is_set() else self._current
 
     def close(self) -> None:
         self._stop.set()
@@ -56,9 +68,13 @@ class ReadinessListener:
             self._changed.notify_all()
         self._thread.join(timeout=10)
 
-    def _set_pid(self, pid: int | None) -> None:
+    def _set_session(self, pid: int | None) -> None:
         with self._changed:
-            self._pid = pid
+            if pid is None:
+                self._current = None
+            else:
+                self._sessions += 1
+                self._current = ListenSession(self._sessions, pid)
             self._changed.notify_all()
 
     def _run(self) -> None:
@@ -68,21 +84,21 @@ class ReadinessListener:
                 try:
                     self._session()
                 except (psycopg.Error, OSError) as exc:
-                    self._set_pid(None)
+                    self._set_session(None)
                     delay = min(self._max_delay, max(_FIRST_RETRY, delay * 2))
                     log.warning("chat LISTEN connection lost; reconnecting", error=str(exc), retry_in=delay)
                     self._stop.wait(delay)
                 else:
                     delay = 0.0
         finally:
-            self._set_pid(None)  # waiters stop registering against a connection that is gone
+            self._set_session(None)  # waiters stop registering against a connection that is gone
 
     def _session(self) -> None:
         with db.connect(self._url, autocommit=True, application_name="profilesync-chat-listen") as conn:
             conn.execute(f"LISTEN {CHANNEL}")
             row = conn.execute("SELECT profile_sync.forget_dead_profile_waiters()").fetchone()
             pid = conn.info.backend_pid
-            self._set_pid(pid)
+            self._set_session(pid)
             rechecks = self._registry.recheck_all()
             log.info(
                 "chat listening for profile readiness",

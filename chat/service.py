@@ -125,27 +125,30 @@ class ChatService:
         at any point is either seen by the re-check or announced by NOTIFY.
         """
         registered: list[int] = []
+        session = None
         with self._registry.watch(user_id) as waiter:
             try:
                 while True:
-                    pid = self._listener.backend_pid(deadline - time.monotonic())
-                    if pid is None:
+                    current = self._listener.current(deadline - time.monotonic())
+                    if current is None:
                         return False
-                    state, waiter_id = self._watch(user_id, pid, deadline)
-                    if state == "unknown":
-                        raise UnknownUserError(str(user_id))
-                    if state == "ready":
-                        return True
-                    if waiter_id is None:
-                        return False  # the deadline passed while waiting for in-flight profile inserts
-                    registered.append(waiter_id)
+                    if current != session:  # first round, or the LISTEN connection was replaced
+                        session = current
+                        state, waiter_id = self._watch(user_id, session.backend_pid, deadline)
+                        if state == "unknown":
+                            raise UnknownUserError(str(user_id))
+                        if state == "ready":
+                            return True
+                        if waiter_id is None:
+                            return False  # the deadline passed while waiting for in-flight profile inserts
+                        registered.append(waiter_id)
                     wake = waiter.wait(deadline - time.monotonic())
                     if wake is Wake.READY:
                         registered.clear()  # the notifying insert unregistered this user's waiters
                         return True
                     if wake is Wake.TIMEOUT:
                         return False
-                    # Wake.RECHECK: the LISTEN connection was replaced; register with it and check again.
+                    # Wake.RECHECK: a LISTEN session started; unless it is ours, register with it, re-check.
             finally:
                 if registered:
                     self._unwatch(registered)

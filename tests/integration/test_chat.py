@@ -141,6 +141,30 @@ def test_a_waiting_caller_wakes_when_the_profile_appears(conn: Conn, settings: S
     assert count(conn, WAITERS) == 0  # the notifying insert unregistered the waiter
 
 
+def test_a_caller_arriving_before_listen_is_up_registers_once(conn: Conn, settings: Settings) -> None:
+    user_id = signup(conn, "email")
+    update = {"chat_wait_timeout": 5.0, "chat_fallback": "error"}
+    with (
+        ConnectionPool(
+            settings.database_url,
+            min_size=1,
+            max_size=2,
+            kwargs={"autocommit": True},
+            connection_class=CountingConnection,
+        ) as pool,
+    ):
+        pool.wait()
+        before = CountingConnection.round_trips
+        with ChatService(pool, settings.model_copy(update=update)) as service:
+            thread, outcome = in_thread(lambda: service.create_conversation(user_id))  # LISTEN connecting
+            assert wait_for(lambda: count(conn, WAITERS) == 1)
+            create_profile(conn, user_id)
+            thread.join(timeout=5)
+    assert isinstance(outcome[0], Conversation), outcome
+    # insert (23503), one watch_profile, insert: the first LISTEN session's recheck needs no re-registration
+    assert CountingConnection.round_trips - before == 3
+
+
 def test_a_profile_insert_in_flight_during_the_recheck_is_not_missed(conn: Conn, settings: Settings) -> None:
     """The insert's trigger looked for waiters (none yet), but it commits after the waiter registered."""
     user_id = signup(conn, "email")
