@@ -169,13 +169,7 @@ class ChatService:
 
     def _after_timeout(self, user_id: uuid.UUID, title: str | None) -> Conversation:
         if self._fallback == "create":
-            with self._connection() as conn:
-                row = conn.execute(_CREATE_PROFILE, ([user_id],)).fetchone()
-            assert row is not None
-            created, missing = row
-            if missing:
-                raise UnknownUserError(str(user_id))
-            log.info("profile created inline after waiting", user_id=str(user_id), created=bool(created))
+            self._create_profile(user_id)
         else:
             with self._connection() as conn:
                 state_row = conn.execute(_STATE, (user_id,)).fetchone()
@@ -189,3 +183,18 @@ class ChatService:
         if conversation is None:  # the profile vanished again: the user was deleted meanwhile
             raise UnknownUserError(str(user_id))
         return conversation
+
+    def _create_profile(self, user_id: uuid.UUID) -> None:
+        try:
+            with self._connection() as conn:
+                row = conn.execute(_CREATE_PROFILE, ([user_id],)).fetchone()
+        except errors.ForeignKeyViolation as exc:  # deleted from auth.users between the read and the insert
+            raise UnknownUserError(str(user_id)) from exc
+        except (errors.IntegrityError, errors.DataError) as exc:  # rejected by the table's own constraints
+            log.error("inline profile creation failed", user_id=str(user_id), error=type(exc).__name__)
+            raise ProfileNotReadyError(f"user {user_id}, inline creation failed: {exc.sqlstate}") from exc
+        assert row is not None
+        created, missing = row
+        if missing:
+            raise UnknownUserError(str(user_id))
+        log.info("profile created inline after waiting", user_id=str(user_id), created=bool(created))

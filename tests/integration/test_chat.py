@@ -271,6 +271,19 @@ def test_unknown_and_deleted_users_raise_unknown_user(
     assert count(conn, "SELECT count(*) FROM public.user_profiles") == 0
 
 
+def test_a_profile_the_table_rejects_is_profile_not_ready_not_a_raw_error(
+    conn: Conn, settings: Settings
+) -> None:
+    conn.execute("ALTER TABLE public.user_profiles ADD CONSTRAINT no_mallory CHECK (full_name <> 'Mallory')")
+    user_id = signup(conn, "google", meta={"full_name": "Mallory"})
+    with (
+        chat_service(settings, chat_wait_timeout=0.0, chat_fallback="create") as (service, _),
+        pytest.raises(ProfileNotReadyError, match="inline creation failed: 23514") as raised,
+    ):
+        service.create_conversation(user_id)
+    assert isinstance(raised.value.__cause__, psycopg.errors.CheckViolation)
+
+
 @pytest.mark.parametrize("value", ["not-a-uuid", "", 42, None])
 def test_a_non_uuid_user_id_is_a_clear_value_error(settings: Settings, value: Any) -> None:
     with chat_service(settings) as (service, _), pytest.raises(InvalidUserIdError) as raised:
