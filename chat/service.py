@@ -42,7 +42,9 @@ class ChatService:
 
     - `chat_fallback="create"`: creates the profile inline with `profile_sync.create_profiles` (idempotent,
       the worker's own mapping of auth metadata; the worker's job then finds it and does nothing), inserts;
-    - `chat_fallback="error"`: raises ProfileNotReadyError (the caller may retry later).
+      a profile the table's own constraints reject raises ProfileNotReadyError (psycopg error as __cause__);
+    - `chat_fallback="error"`: raises ProfileNotReadyError (the caller may retry later). A timeout of 0
+      skips the wait: the fallback applies at once.
 
     A user absent from auth.users, or soft-deleted, raises UnknownUserError; a user id that is not a UUID
     raises InvalidUserIdError (a ValueError). Lost connections surface as psycopg.OperationalError.
