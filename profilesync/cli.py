@@ -6,7 +6,9 @@ import argparse
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from profilesync import db, logs
 from profilesync.config import Settings, redact
@@ -45,6 +47,107 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
+    from profilesync import backfill
+    from profilesync.progress import StatusLine, bar
+
+    with db.connect(settings.database_url, autocommit=True, application_name="profilesync-backfill") as conn:
+        if args.dry_run:
+            print(f"dry run: {backfill.count_candidates(conn):,} user(s) without a profile would be recorded")
+        else:
+            total = backfill.count_users(conn)
+            line = StatusLine(sys.stderr)
+            result = backfill.record_missing(
+                conn,
+                chunk_size=args.chunk_size,
+                on_chunk=lambda scanned, recorded: line.update(
+                    f"scanning users {bar(scanned, total)} {scanned:,}/{total:,}  recorded {recorded:,}"
+                ),
+            )
+            line.finish()
+            rate = result.scanned / result.seconds if result.seconds > 0 else 0.0
+            print(
+                f"recorded {result.recorded:,} of {result.scanned:,} users in {result.chunks} chunk(s), "
+                f"{result.seconds:.1f}s ({rate:,.0f} users/s scanned)"
+            )
+            if args.wait and result.recorded and not _wait_for_profiles(conn, result.recorded, args.timeout):
+                print(f"gave up waiting after {args.timeout:g}s: are the publisher and workers running?")
+        report = backfill.verification_report(conn, sample=args.sample)
+    print(backfill.format_report(report))
+    return 0 if args.dry_run or not args.wait or report.complete else 1
+
+
+def _wait_for_profiles(conn: Any, recorded: int, timeout: float) -> bool:
+    from profilesync import backfill
+    from profilesync.progress import StatusLine, bar
+
+    line = StatusLine(sys.stderr)
+    started = time.monotonic()
+
+    def show(pending: int) -> None:
+        done = max(0, recorded - pending)
+        rate = done / max(time.monotonic() - started, 1e-9)
+        line.update(f"creating profiles {bar(done, recorded)} {done:,}/{recorded:,}  {rate:,.0f}/s")
+
+    drained = backfill.wait_until_drained(conn, timeout=timeout, on_progress=show)
+    line.finish()
+    print(f"profiles created in {time.monotonic() - started:.1f}s after recording")
+    return drained
+
+
+def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
+    from profilesync import doctor
+
+    checks = doctor.evaluate(doctor.gather(settings), doctor.Thresholds.from_settings(settings))
+    if args.only:
+        checks = [c for c in checks if c.name in args.only]
+    print(doctor.format_json(checks) if args.json else doctor.format_table(checks))
+    return 0 if doctor.healthy(checks) else 1
+
+
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from profilesync.queueing import connect_redis, profiles_queue
+    from profilesync.replay import format_result, replay
+
+    with connect_redis(settings.redis_url) as redis_conn:
+        result = replay(profiles_queue(redis_conn), None if args.all else args.job_ids)
+    print(format_result(result))
+    return 1 if result.unknown else 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from profilesync.demo import DemoOptions, run_demo
+
+    if not args.verbose:
+        logs.configure("WARNING", settings.log_format)  # the progress line is the demo's output
+    options = DemoOptions(
+        users=args.users,
+        workers=args.workers,
+        concurrency=args.concurrency,
+        rate=args.rate,
+        timeout=args.timeout,
+        seed=args.seed,
+    )
+    return run_demo(options, settings)
+
+
+def _check_names(value: str) -> set[str]:
+    from profilesync.doctor import CHECKS
+
+    names = {name.strip() for name in value.split(",") if name.strip()}
+    unknown = names - set(CHECKS)
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown check(s) {sorted(unknown)}; known: {', '.join(CHECKS)}")
+    return names
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return number
+
+
 def _stop_on_signals(stop: threading.Event) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -66,6 +169,35 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="run an RQ worker on the profiles queue")
     p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("backfill", help="record a signup event for every user without a profile")
+    p.add_argument("--dry-run", action="store_true", help="only count the users that need a profile")
+    p.add_argument("--chunk-size", type=_positive_int, default=10_000, help="users scanned per transaction")
+    p.add_argument("--wait", action="store_true", help="wait until the workers created the profiles")
+    p.add_argument("--timeout", type=float, default=3600.0, help="seconds --wait waits at most")
+    p.add_argument("--sample", type=int, default=10, help="user ids without a profile listed in the report")
+    p.set_defaults(func=cmd_backfill)
+
+    p = sub.add_parser("doctor", help="check the whole pipeline; exit 1 on any problem")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--only", type=_check_names, help="comma-separated checks to run (healthchecks)")
+    p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("replay", help="requeue failed profile jobs")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--all", action="store_true", help="every failed job of the profiles queue")
+    which.add_argument("job_ids", nargs="*", default=[], metavar="JOB_ID", help="failed job ids")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("demo", help="run everything on embedded PostgreSQL + Redis with simulated signups")
+    p.add_argument("--users", type=_positive_int, default=1000, help="signups to simulate")
+    p.add_argument("--workers", type=_positive_int, default=2, help="worker processes")
+    p.add_argument("--concurrency", type=_positive_int, default=8, help="concurrent simulated clients")
+    p.add_argument("--rate", type=float, default=250.0, help="signups per second (0: unthrottled)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the last profiles")
+    p.add_argument("--seed", type=int, default=1, help="seed of the signup mix")
+    p.add_argument("--verbose", action="store_true", help="show INFO logs")
+    p.set_defaults(func=cmd_demo)
     return parser
 
 

@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     chat_wait_timeout: float = Field(default=5.0, ge=0, description="seconds to wait for a profile")
     chat_fallback: Literal["create", "error"] = "create"
 
+    # doctor thresholds: beyond them `profilesync doctor` reports a problem
+    doctor_min_workers: int = Field(default=1, ge=0, description="workers that must be alive")
+    doctor_max_failed_jobs: int = Field(default=0, ge=0, description="failed jobs / events tolerated")
+    doctor_max_backlog_age: float = Field(default=60.0, gt=0, description="seconds the oldest event may wait")
+
     # logging
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"

@@ -1,0 +1,536 @@
+"""`profilesync demo`: the whole system on this machine, with nothing configured.
+
+Starts an embedded PostgreSQL (with the dev auth stub) and Redis, runs `profilesync publisher` and
+`profilesync worker` as real subprocesses, simulates a mix of Supabase signups (email, phone,
+anonymous, Google, GitHub, SSO) as `supabase_auth_admin` would insert them, and opens a chat conversation
+right after each signup (the chat must wait for a profile that is still on its way). It shows live progress,
+then the verification report, and exits 0 only if every user has exactly one profile and every chat insert
+succeeded.
+
+Like cli.py this is a composition root: it may import chat, publisher and worker code (lazily).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from profilesync.backfill import VerificationReport, format_report, verification_report
+from profilesync.config import Settings
+from profilesync.errors import ProfileSyncError
+from profilesync.logs import get_logger
+from profilesync.progress import StatusLine
+
+log = get_logger(__name__)
+
+
+class DemoError(ProfileSyncError):
+    """The demo could not run"""
+
+
+# -- pure: the simulated signups ----------------------------------------------------------------------------
+
+# Relative frequency of each kind of signup in the simulation.
+KIND_WEIGHTS: dict[str, int] = {
+    "email": 40,
+    "google": 20,
+    "anonymous": 15,
+    "github": 10,
+    "phone": 10,
+    "sso": 5,
+}
+
+
+@dataclass(frozen=True)
+class Signup:
+    """An auth.users row as Supabase's auth server writes it for one kind of signup."""
+
+    id: uuid.UUID
+    kind: str
+    email: str | None
+    phone: str | None
+    user_meta: dict[str, Any]
+    is_anonymous: bool = False
+    is_sso_user: bool = False
+
+
+def make_signup(kind: str, user_id: uuid.UUID) -> Signup:
+    tag = user_id.hex[:8]
+    match kind:
+        case "email":
+            email = f"user-{tag}@example.com"
+            return Signup(user_id, kind, email, None, {"email": email, "email_verified": False})
+        case "phone":
+            return Signup(user_id, kind, None, f"1555{user_id.int % 10**7:07d}", {"phone_verified": False})
+        case "anonymous":
+            return Signup(user_id, kind, None, None, {}, is_anonymous=True)
+        case "google":
+            email = f"g-{tag}@gmail.com"
+            picture = f"https://lh3.googleusercontent.com/a/{tag}.jpg"
+            meta = {
+                "iss": "https://accounts.google.com",
+                "name": f"Grace {tag}",
+                "full_name": f"Grace {tag}",
+                "picture": picture,
+                "avatar_url": picture,
+                "email": email,
+                "email_verified": True,
+            }
+            return Signup(user_id, kind, email, None, meta)
+        case "github":
+            meta = {
+                "user_name": f"octo-{tag}",
+                "preferred_username": f"octo-{tag}",
+                "avatar_url": f"https://avatars.githubusercontent.com/u/{user_id.int % 10**8}",
+            }
+            return Signup(user_id, kind, f"{tag}@users.noreply.github.com", None, meta)
+        case "sso":
+            meta = {"custom_claims": {}, "name": f"Alan {tag}"}
+            return Signup(user_id, kind, f"alan-{tag}@corp.example", None, meta, is_sso_user=True)
+    raise ValueError(f"unknown signup kind {kind!r}")
+
+
+def mixed_kinds(count: int, rng: random.Random) -> list[str]:
+    """`count` signup kinds drawn by KIND_WEIGHTS, every kind present when count allows."""
+    kinds = list(KIND_WEIGHTS)
+    drawn = rng.choices(kinds, weights=list(KIND_WEIGHTS.values()), k=max(0, count - len(kinds)))
+    mixed = kinds[: min(count, len(kinds))] + drawn
+    rng.shuffle(mixed)
+    return mixed
+
+
+# -- pure: statistics and what the operator sees -------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The q-th percentile (0-100) by linear interpolation between closest ranks; None for no values."""
+    if not values:
+        return None
+    if not 0 <= q <= 100:
+        raise ValueError("q must be within 0..100")
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low, high = math.floor(rank), math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} ms"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One progress sample."""
+
+    elapsed: float
+    signups: int
+    target: int
+    profiles: int
+    queued: int
+    latency_p50: float | None
+    latency_p99: float | None
+    chats: int
+    failed: int
+
+
+def format_progress(s: Snapshot) -> str:
+    return (
+        f"{s.elapsed:5.1f}s  signups {s.signups}/{s.target}  profiles {s.profiles}  queue {s.queued}  "
+        f"latency p50 {_ms(s.latency_p50)} p99 {_ms(s.latency_p99)}  chats {s.chats}  failed {s.failed}"
+    )
+
+
+@dataclass
+class Outcome:
+    """The run's measurements, filled while it runs."""
+
+    target: int
+    signups: int = 0
+    chats: int = 0
+    signup_errors: dict[str, int] = field(default_factory=dict)
+    chat_errors: dict[str, int] = field(default_factory=dict)
+    signup_ms: list[float] = field(default_factory=list)
+    chat_ms: list[float] = field(default_factory=list)
+    profile_ms: list[float] = field(default_factory=list)  # signup commit → profile insert, database clock
+    failed_jobs: int = 0
+    conversations: int = 0
+    load_seconds: float = 0.0
+    total_seconds: float = 0.0
+    process_exit_codes: dict[str, int | None] = field(default_factory=dict)
+
+    @property
+    def chat_failures(self) -> int:
+        return sum(self.chat_errors.values())
+
+
+def problems(outcome: Outcome, report: VerificationReport) -> list[str]:
+    """Why the demo failed; empty when every user has exactly one profile and every chat insert succeeded."""
+    found = []
+    if outcome.signups != outcome.target:
+        errors = ", ".join(f"{name} x{n}" for name, n in sorted(outcome.signup_errors.items()))
+        found.append(f"only {outcome.signups} of {outcome.target} signups were made {errors}".strip())
+    if not report.complete or report.profiles != report.users:
+        found.append("not every user has exactly one profile (see the report)")
+    if outcome.chat_failures:
+        errors = ", ".join(f"{name} x{n}" for name, n in sorted(outcome.chat_errors.items()))
+        found.append(f"{outcome.chat_failures} chat insert(s) failed: {errors}")
+    if outcome.conversations != outcome.signups:
+        found.append(f"{outcome.conversations} conversations for {outcome.signups} signups")
+    if outcome.failed_jobs:
+        found.append(f"{outcome.failed_jobs} failed job(s)")
+    unclean = {name: code for name, code in outcome.process_exit_codes.items() if code != 0}
+    if unclean:
+        found.append(f"processes did not stop cleanly: {unclean}")
+    return found
+
+
+def format_summary(outcome: Outcome, report: VerificationReport) -> str:
+    rate = outcome.signups / outcome.load_seconds if outcome.load_seconds > 0 else 0.0
+    lines = [
+        format_report(report),
+        "demo",
+        f"  signups                 {outcome.signups:>10,}  ({rate:,.0f}/s over {outcome.load_seconds:.1f}s)",
+        f"  conversations           {outcome.conversations:>10,}",
+        f"  chat failures           {outcome.chat_failures:>10,}",
+        f"  failed jobs             {outcome.failed_jobs:>10,}",
+        "  signup → profile        "
+        f"p50 {_ms(percentile(outcome.profile_ms, 50))}  p99 {_ms(percentile(outcome.profile_ms, 99))}  "
+        f"max {_ms(max(outcome.profile_ms, default=None))}",
+        "  signup insert           "
+        f"p50 {_ms(percentile(outcome.signup_ms, 50))}  p99 {_ms(percentile(outcome.signup_ms, 99))}",
+        "  chat (incl. wait)       "
+        f"p50 {_ms(percentile(outcome.chat_ms, 50))}  p99 {_ms(percentile(outcome.chat_ms, 99))}",
+        f"  total run time          {outcome.total_seconds:>9.1f}s",
+    ]
+    found = problems(outcome, report)
+    lines.append("demo " + ("PASSED" if not found else "FAILED:\n  - " + "\n  - ".join(found)))
+    return "\n".join(lines)
+
+
+# -- I/O ----------------------------------------------------------------------------------------------------
+
+_INSERT_USER = """
+INSERT INTO auth.users (instance_id, id, aud, role, email, phone, raw_user_meta_data, raw_app_meta_data,
+                        is_anonymous, is_sso_user, created_at, updated_at)
+VALUES ('00000000-0000-0000-0000-000000000000', %s, 'authenticated', 'authenticated', %s, %s, %s, %s, %s, %s,
+        now(), now())
+"""
+_PROFILE_LATENCIES = """
+SELECT extract(epoch FROM p.created_at - u.created_at)::float8 * 1000
+FROM public.user_profiles p JOIN auth.users u ON u.id = p.id
+"""
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    users: int = 1000
+    workers: int = 2
+    concurrency: int = 8
+    rate: float = 250.0  # signups per second; 0 = as fast as the clients go
+    timeout: float = 60.0  # seconds to wait for the last profiles after the last signup
+    seed: int = 1
+
+
+def insert_signup(conn: psycopg.Connection[Any], s: Signup) -> None:
+    conn.execute(
+        _INSERT_USER,
+        (
+            s.id,
+            s.email,
+            s.phone,
+            Jsonb(s.user_meta),
+            Jsonb({"provider": s.kind, "providers": [s.kind]}),
+            s.is_anonymous,
+            s.is_sso_user,
+        ),
+    )
+
+
+class _Interrupted(Exception):
+    pass
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C, so servers and subprocesses are cleaned up either way."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class _Processes:
+    """The publisher and worker subprocesses, each in its own session (Ctrl-C reaches only the demo)."""
+
+    def __init__(self, env: dict[str, str], logdir: Path) -> None:
+        self.env = env
+        self.logdir = logdir
+        self.running: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, *args: str) -> None:
+        with (self.logdir / f"{name}.log").open("wb") as sink:
+            self.running[name] = subprocess.Popen(
+                [sys.executable, "-m", "profilesync.cli", *args],
+                env=self.env,
+                stdout=sink,
+                stderr=sink,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+
+    def dead(self) -> list[str]:
+        return [name for name, p in self.running.items() if p.poll() is not None]
+
+    def stop(self, timeout: float = 20.0) -> dict[str, int | None]:
+        for process in self.running.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        codes: dict[str, int | None] = {}
+        deadline = time.monotonic() + timeout
+        for name, process in self.running.items():
+            try:
+                codes[name] = process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+                codes[name] = None
+        self.running.clear()
+        return codes
+
+    def log_tail(self, name: str, chars: int = 2000) -> str:
+        path = self.logdir / f"{name}.log"
+        return path.read_text(errors="replace")[-chars:] if path.exists() else ""
+
+
+def run_demo(options: DemoOptions, base: Settings, out: TextIO = sys.stdout) -> int:
+    from profilesync.embedded import EmbeddedPostgres, EmbeddedRedis
+
+    started = time.monotonic()
+    with ExitStack() as stack, _sigterm_interrupts():
+        try:
+            out.write("starting embedded PostgreSQL and Redis …\n")
+            out.flush()
+            pg = EmbeddedPostgres(durable=False)
+            stack.callback(pg.destroy)
+            pg.start()
+            redis_server = EmbeddedRedis()
+            stack.callback(redis_server.destroy)
+            redis_server.start()
+            logdir = Path(tempfile.mkdtemp(prefix="profilesync-demo-logs-"))
+            settings = base.model_copy(
+                update={"database_url": pg.url, "redis_url": redis_server.url, "listen_database_url": None}
+            )
+            return _run(options, settings, logdir, stack, out, started)
+        except KeyboardInterrupt:
+            out.write("\ninterrupted: stopping processes and servers …\n")
+            out.flush()
+            return 130
+
+
+def _run(
+    options: DemoOptions, settings: Settings, logdir: Path, stack: ExitStack, out: TextIO, started: float
+) -> int:
+    from psycopg_pool import ConnectionPool
+
+    from chat import ChatService
+    from profilesync import db
+    from profilesync.migrate import migrate
+    from profilesync.queueing import connect_redis, profiles_queue
+
+    with db.connect(settings.database_url, autocommit=True) as conn:
+        applied = migrate(conn, dev_auth_stub=True)
+    out.write(
+        f"PostgreSQL {settings.database_url}, Redis {settings.redis_url}: migrated ({len(applied)} "
+        f"migrations, dev auth stub); process logs in {logdir}\n"
+    )
+
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "LISTEN_DATABASE_URL": "",
+        "PROFILESYNC_LISTEN_DATABASE_URL": "",
+        "PROFILESYNC_LOG_FORMAT": "json",
+    }
+    processes = _Processes(env, logdir)
+    outcome = Outcome(target=options.users)
+    stack.callback(lambda: outcome.process_exit_codes.update(processes.stop()))
+    processes.start("publisher", "publisher")
+    for n in range(options.workers):
+        processes.start(f"worker-{n + 1}", "worker")
+
+    redis_conn = connect_redis(settings.redis_url)
+    stack.callback(redis_conn.close)
+    queue = profiles_queue(redis_conn)
+    monitor = db.connect(settings.database_url, autocommit=True, application_name="profilesync-demo")
+    stack.enter_context(monitor)
+    _await_processes(processes, monitor, queue, options.workers)
+    out.write(f"publisher and {options.workers} worker(s) running; simulating {options.users} signups\n")
+    out.flush()
+
+    signup_pool = ConnectionPool(
+        settings.database_url,
+        min_size=1,
+        max_size=options.concurrency,
+        kwargs={"autocommit": True, "options": "-c search_path=auth"},
+        configure=_as_auth_admin,
+        name="demo-signups",
+    )
+    stack.enter_context(signup_pool)
+    chat_pool = ConnectionPool(
+        settings.database_url, min_size=1, max_size=options.concurrency, name="demo-chat"
+    )
+    stack.enter_context(chat_pool)
+    chat = stack.enter_context(ChatService(chat_pool, settings))
+
+    load = _Load(options, outcome, signup_pool, chat)
+    load_thread = threading.Thread(target=load.run, name="demo-load", daemon=True)
+    stack.callback(load.stop.set)
+    load_thread.start()
+
+    line = StatusLine(out, plain_every=2.0)
+    deadline: float | None = None
+    while True:
+        snapshot = _sample(monitor, queue, outcome, started)
+        line.update(format_progress(snapshot))
+        dead = processes.dead()
+        if dead:
+            line.finish()
+            raise DemoError(f"{', '.join(dead)} exited early:\n{processes.log_tail(dead[0])}")
+        if not load_thread.is_alive():
+            deadline = deadline or time.monotonic() + options.timeout
+            if snapshot.profiles >= outcome.signups or time.monotonic() > deadline:
+                break
+        time.sleep(0.2)
+    line.finish(format_progress(_sample(monitor, queue, outcome, started)))
+
+    outcome.process_exit_codes.update(processes.stop())
+    outcome.profile_ms = [row[0] for row in monitor.execute(_PROFILE_LATENCIES)]
+    row = monitor.execute("SELECT count(*) FROM public.chat_conversations").fetchone()
+    outcome.conversations = int(row[0]) if row else 0
+    outcome.failed_jobs = _failed_jobs(queue)
+    report = verification_report(monitor)
+    outcome.total_seconds = time.monotonic() - started
+    out.write(format_summary(outcome, report) + "\n")
+    if problems(outcome, report):
+        out.write(f"process logs kept in {logdir}\n")
+        return 1
+    shutil.rmtree(logdir, ignore_errors=True)
+    return 0
+
+
+def _as_auth_admin(conn: psycopg.Connection[Any]) -> None:
+    """Sign users up as Supabase's auth server does: role supabase_auth_admin, search_path auth."""
+    conn.execute("SET ROLE supabase_auth_admin")
+
+
+def _await_processes(
+    processes: _Processes, monitor: psycopg.Connection[Any], queue: Any, workers: int
+) -> None:
+    from rq import Worker
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        dead = processes.dead()
+        if dead:
+            raise DemoError(f"{dead[0]} exited at start:\n{processes.log_tail(dead[0])}")
+        row = monitor.execute("SELECT count(*) FROM profile_sync.publishers WHERE idle").fetchone()
+        if row and row[0] >= 1 and len(Worker.all(queue=queue)) >= workers:
+            return
+        time.sleep(0.1)
+    raise DemoError("publisher and workers did not become ready within 60s")
+
+
+def _failed_jobs(queue: Any) -> int:
+    from rq.registry import FailedJobRegistry
+
+    return int(FailedJobRegistry(queue=queue).count)
+
+
+def _sample(monitor: psycopg.Connection[Any], queue: Any, outcome: Outcome, started: float) -> Snapshot:
+    latencies = [row[0] for row in monitor.execute(_PROFILE_LATENCIES)]
+    return Snapshot(
+        elapsed=time.monotonic() - started,
+        signups=outcome.signups,
+        target=outcome.target,
+        profiles=len(latencies),
+        queued=int(queue.count),
+        latency_p50=percentile(latencies, 50),
+        latency_p99=percentile(latencies, 99),
+        chats=outcome.chats,
+        failed=_failed_jobs(queue) + outcome.chat_failures,
+    )
+
+
+class _Load:
+    """Signups paced at `rate`, each followed at once by a chat conversation, from `concurrency` threads."""
+
+    def __init__(self, options: DemoOptions, outcome: Outcome, signup_pool: Any, chat: Any) -> None:
+        self.options = options
+        self.outcome = outcome
+        self.signup_pool = signup_pool
+        self.chat = chat
+        self.stop = threading.Event()
+        self._lock = threading.Lock()
+        kinds = mixed_kinds(options.users, random.Random(options.seed))
+        self.signups = [make_signup(kind, uuid.uuid4()) for kind in kinds]
+
+    def run(self) -> None:
+        start = time.monotonic()
+        with ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="demo-user") as pool:
+            for n, s in enumerate(self.signups):
+                pool.submit(self._one, s, start + n / self.options.rate if self.options.rate > 0 else start)
+        self.outcome.load_seconds = time.monotonic() - start
+
+    def _one(self, s: Signup, at: float) -> None:
+        if self.stop.wait(max(0.0, at - time.monotonic())):
+            return
+        t0 = time.perf_counter()
+        try:
+            with self.signup_pool.connection() as conn:
+                insert_signup(conn, s)
+        except Exception as exc:  # counted and reported: the demo then fails
+            self._count_error(self.outcome.signup_errors, exc, "signup failed", s)
+            return
+        t1 = time.perf_counter()
+        with self._lock:
+            self.outcome.signups += 1
+            self.outcome.signup_ms.append((t1 - t0) * 1000)
+        try:
+            self.chat.create_conversation(s.id, title=f"Welcome ({s.kind})")
+        except Exception as exc:  # counted and reported: the demo then fails
+            self._count_error(self.outcome.chat_errors, exc, "chat insert failed", s)
+            return
+        t2 = time.perf_counter()
+        with self._lock:
+            self.outcome.chats += 1
+            self.outcome.chat_ms.append((t2 - t1) * 1000)
+
+    def _count_error(self, errors: dict[str, int], exc: Exception, message: str, s: Signup) -> None:
+        log.warning(message, user_id=str(s.id), kind=s.kind, error=str(exc))
+        with self._lock:
+            errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1

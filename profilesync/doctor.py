@@ -1,0 +1,293 @@
+"""`profilesync doctor`: is the whole path from signup to profile healthy? Exit non-zero when not.
+
+`gather` reads facts from PostgreSQL and Redis (a fact may instead carry the error that prevented reading it);
+`evaluate` turns facts into checks against thresholds from Settings; both output formats are pure.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import psycopg
+import redis
+from rq import Worker
+from rq.registry import FailedJobRegistry
+
+from profilesync import db
+from profilesync.config import Settings, is_transaction_pooler, redact
+from profilesync.migrate import pending
+from profilesync.queueing import connect_redis, profiles_queue
+
+Status = Literal["ok", "warn", "fail"]
+
+SIGNUP_TRIGGER = "profile_sync_on_auth_user_created"
+CHECKS = (
+    "database",
+    "migrations",
+    "trigger",
+    "listen_url",
+    "redis",
+    "redis_policy",
+    "workers",
+    "failed_jobs",
+    "backlog",
+    "failed_events",
+    "users_without_profiles",
+)
+_DATABASE_CHECKS = ("migrations", "trigger", "backlog", "failed_events", "users_without_profiles")
+_REDIS_CHECKS = ("redis_policy", "workers", "failed_jobs")
+
+_TRIGGER = """
+SELECT t.tgenabled::text FROM pg_catalog.pg_trigger t
+WHERE t.tgrelid = to_regclass('auth.users') AND t.tgname = %s
+"""
+_BACKLOG = """
+SELECT count(*) FILTER (WHERE failed_at IS NULL),
+       extract(epoch FROM now() - min(created_at) FILTER (WHERE failed_at IS NULL))::float8,
+       count(*) FILTER (WHERE failed_at IS NOT NULL)
+FROM profile_sync.signup_events
+"""
+_WITHOUT_PROFILES = """
+SELECT count(*),
+       count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM profile_sync.signup_events e WHERE e.user_id = u.id))
+FROM auth.users u
+WHERE u.deleted_at IS NULL AND NOT EXISTS (SELECT 1 FROM public.user_profiles p WHERE p.id = u.id)
+"""
+
+
+@dataclass
+class Facts:
+    """What `gather` found. `errors[check]` explains a fact that could not be read."""
+
+    listen_url: str
+    errors: dict[str, str] = field(default_factory=dict)
+    pending_migrations: list[str] | None = None
+    trigger_enabled: str | None = (
+        None  # pg_trigger.tgenabled: O/A fire, D disabled, R replica only; "" missing
+    )
+    maxmemory_policy: str | None = None
+    workers: int | None = None
+    failed_jobs: int | None = None
+    pending_events: int | None = None
+    oldest_event_age: float | None = None
+    failed_events: int | None = None
+    users_without_profiles: int | None = None
+    unrecorded_users: int | None = None  # without a profile and without an outbox event: need a backfill
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    min_workers: int = 1
+    max_failed: int = 0
+    max_backlog_age: float = 60.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Thresholds:
+        return cls(
+            settings.doctor_min_workers, settings.doctor_max_failed_jobs, settings.doctor_max_backlog_age
+        )
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: Status
+    detail: str
+
+
+# -- pure: facts → checks → output ---------------------------------------------------------------------------
+
+
+def evaluate(facts: Facts, limits: Thresholds) -> list[Check]:
+    checks = [_evaluate_one(name, facts, limits) for name in CHECKS]
+    return [c for c in checks if c is not None]
+
+
+def _evaluate_one(name: str, f: Facts, limits: Thresholds) -> Check | None:
+    if name in f.errors:
+        return Check(name, "fail", f.errors[name])
+    if name in _DATABASE_CHECKS and "database" in f.errors:
+        return Check(name, "fail", "not checked: database unreachable")
+    if name in _REDIS_CHECKS and "redis" in f.errors:
+        return Check(name, "fail", "not checked: Redis unreachable")
+
+    def check(ok: bool, good: str, bad: str) -> Check:
+        return Check(name, "ok" if ok else "fail", good if ok else bad)
+
+    match name:
+        case "database":
+            return Check(name, "ok", "reachable")
+        case "migrations":
+            pending = f.pending_migrations or []
+            return check(
+                not pending, "up to date", f"pending: {', '.join(pending)} (run profilesync migrate)"
+            )
+        case "trigger":
+            state = f.trigger_enabled or ""
+            labels = {"D": "disabled", "R": "enabled for replica mode only", "": "missing"}
+            return check(
+                state in ("O", "A"),
+                f"{SIGNUP_TRIGGER} enabled",
+                f"{SIGNUP_TRIGGER} {labels.get(state, state)}: signups are not recorded",
+            )
+        case "listen_url":
+            pooled = is_transaction_pooler(f.listen_url)
+            return check(
+                not pooled,
+                f"{redact(f.listen_url)} (direct or session mode)",
+                f"{redact(f.listen_url)} is a transaction pooler: LISTEN needs port 5432 or a session pooler "
+                "(set LISTEN_DATABASE_URL)",
+            )
+        case "redis":
+            return Check(name, "ok", "reachable")
+        case "redis_policy":
+            if f.maxmemory_policy is None:
+                return Check(
+                    name, "warn", "maxmemory-policy unreadable (CONFIG GET refused): make it noeviction"
+                )
+            return check(
+                f.maxmemory_policy == "noeviction",
+                "maxmemory-policy noeviction",
+                f"maxmemory-policy {f.maxmemory_policy}: Redis may evict queued jobs (set noeviction)",
+            )
+        case "workers":
+            alive = f.workers or 0
+            return check(
+                alive >= limits.min_workers,
+                f"{alive} alive",
+                f"{alive} alive, expected at least {limits.min_workers} (start profilesync worker)",
+            )
+        case "failed_jobs":
+            failed = f.failed_jobs or 0
+            return check(
+                failed <= limits.max_failed,
+                f"{failed} failed",
+                f"{failed} failed (inspect with rq info; profilesync replay --all once fixed)",
+            )
+        case "backlog":
+            waiting = f.pending_events or 0
+            age = f.oldest_event_age or 0.0
+            return check(
+                age <= limits.max_backlog_age,
+                f"{waiting} pending, oldest {age:.1f}s",
+                f"{waiting} pending, oldest {age:.1f}s > {limits.max_backlog_age:g}s (publisher or workers "
+                "down or too few)",
+            )
+        case "failed_events":
+            failed = f.failed_events or 0
+            return check(
+                failed <= limits.max_failed,
+                f"{failed} failed",
+                f"{failed} signup events failed permanently (see failed jobs; replay once fixed)",
+            )
+        case "users_without_profiles":
+            without = f.users_without_profiles or 0
+            unrecorded = f.unrecorded_users or 0
+            return check(
+                unrecorded == 0,
+                f"{without} without a profile, all in flight",
+                f"{unrecorded} of {without} users without a profile have no signup event "
+                "(run profilesync backfill)",
+            )
+    raise ValueError(f"unknown check {name}")
+
+
+def healthy(checks: list[Check]) -> bool:
+    return all(c.status != "fail" for c in checks)
+
+
+def format_table(checks: list[Check]) -> str:
+    width = max((len(c.name) for c in checks), default=0)
+    lines = [f"{c.status.upper():<4}  {c.name:<{width}}  {c.detail}" for c in checks]
+    problems = sum(c.status == "fail" for c in checks)
+    lines.append("healthy" if problems == 0 else f"{problems} problem(s)")
+    return "\n".join(lines)
+
+
+def format_json(checks: list[Check]) -> str:
+    return json.dumps({"healthy": healthy(checks), "checks": [asdict(c) for c in checks]}, indent=2)
+
+
+# -- I/O: read the facts -------------------------------------------------------------------------------------
+
+
+def gather(settings: Settings) -> Facts:
+    facts = Facts(listen_url=settings.listen_url)
+    _gather_database(settings, facts)
+    _gather_redis(settings, facts)
+    return facts
+
+
+def _gather_database(settings: Settings, facts: Facts) -> None:
+    try:
+        conn = db.connect(settings.database_url, autocommit=True, application_name="profilesync-doctor")
+    except psycopg.Error as exc:
+        facts.errors["database"] = f"unreachable: {_first_line(exc)}"
+        return
+    with conn:
+        for name, read in (
+            ("migrations", _read_migrations),
+            ("trigger", _read_trigger),
+            ("backlog", _read_backlog),
+            ("users_without_profiles", _read_without_profiles),
+        ):
+            try:
+                read(conn, facts)
+            except psycopg.Error as exc:
+                facts.errors[name] = f"cannot read: {_first_line(exc)}"
+        if "backlog" in facts.errors:
+            facts.errors["failed_events"] = facts.errors["backlog"]
+
+
+def _read_migrations(conn: psycopg.Connection[Any], facts: Facts) -> None:
+    facts.pending_migrations = [m.name for m in pending(conn)]
+
+
+def _read_trigger(conn: psycopg.Connection[Any], facts: Facts) -> None:
+    row = conn.execute(_TRIGGER, (SIGNUP_TRIGGER,)).fetchone()
+    facts.trigger_enabled = row[0] if row else ""
+
+
+def _read_backlog(conn: psycopg.Connection[Any], facts: Facts) -> None:
+    row = conn.execute(_BACKLOG).fetchone()
+    assert row is not None
+    facts.pending_events = int(row[0])
+    facts.oldest_event_age = row[1]
+    facts.failed_events = int(row[2])
+
+
+def _read_without_profiles(conn: psycopg.Connection[Any], facts: Facts) -> None:
+    row = conn.execute(_WITHOUT_PROFILES).fetchone()
+    assert row is not None
+    facts.users_without_profiles = int(row[0])
+    facts.unrecorded_users = int(row[1])
+
+
+def _gather_redis(settings: Settings, facts: Facts) -> None:
+    client = connect_redis(settings.redis_url)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        facts.errors["redis"] = f"unreachable: {_first_line(exc)}"
+        client.close()
+        return
+    try:
+        try:
+            policy = client.config_get("maxmemory-policy")
+            facts.maxmemory_policy = policy.get("maxmemory-policy")
+        except redis.ResponseError:
+            facts.maxmemory_policy = None
+        queue = profiles_queue(client)
+        facts.workers = len(Worker.all(queue=queue))
+        facts.failed_jobs = FailedJobRegistry(queue=queue).count
+    except redis.RedisError as exc:
+        facts.errors["workers"] = facts.errors["failed_jobs"] = f"cannot read: {_first_line(exc)}"
+    finally:
+        client.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,66 @@
+"""`profilesync replay`: requeue failed jobs of the `profiles` queue (all, or by id) once the cause is fixed.
+
+The same as `rq requeue --queue profiles -S json …`, plus a clear answer for ids that are not failed jobs.
+Replays are safe: profile creation is idempotent, and a job that fails again returns to the failed registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from rq import Queue
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.registry import FailedJobRegistry
+
+from profilesync.logs import get_logger
+
+log = get_logger(__name__)
+
+
+@dataclass
+class ReplayResult:
+    requeued: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)  # asked for, but not in the failed registry
+    expired: list[str] = field(default_factory=list)  # in the registry, but the job's data is gone
+
+
+def replay(queue: Queue, job_ids: Sequence[str] | None = None) -> ReplayResult:
+    """Requeue the given failed jobs, or every failed job when `job_ids` is None."""
+    registry = FailedJobRegistry(queue=queue)
+    failed = set(registry.get_job_ids())
+    wanted = sorted(failed) if job_ids is None else list(dict.fromkeys(job_ids))
+    result = ReplayResult()
+    for job_id in wanted:
+        if job_id not in failed:
+            result.unknown.append(job_id)
+            continue
+        try:
+            registry.requeue(job_id)
+        except NoSuchJobError:
+            registry.remove(job_id)
+            result.expired.append(job_id)
+        except InvalidJobOperation:  # requeued or cleaned up concurrently
+            result.unknown.append(job_id)
+        else:
+            result.requeued.append(job_id)
+    log.info(
+        "failed jobs replayed",
+        requeued=len(result.requeued),
+        unknown=len(result.unknown),
+        expired=len(result.expired),
+    )
+    return result
+
+
+def format_result(result: ReplayResult) -> str:
+    lines = [f"requeued {len(result.requeued)} failed job(s)"]
+    if result.expired:
+        lines.append(
+            f"dropped {len(result.expired)} failed job(s) whose data expired: {', '.join(result.expired)}"
+        )
+    if result.unknown:
+        lines.append(
+            f"not failed jobs of the profiles queue (see rq info -u $REDIS_URL): {', '.join(result.unknown)}"
+        )
+    return "\n".join(lines)
