@@ -308,7 +308,11 @@ def test_the_trigger_notifies_only_waited_on_users_once_per_batch(conn: Conn, se
             for u in users[:3]
         ]
         assert [s[0] if s else None for s in states] == ["ready", "pending", "pending"]
-        conn.execute("SELECT * FROM profile_sync.create_profiles(%s)", (users[1:],))  # one batch of 3
+        with conn.transaction():  # one batch of 3 profiles: one trigger call
+            conn.execute("SET LOCAL track_functions = 'pl'")
+            conn.execute("SELECT * FROM profile_sync.create_profiles(%s)", (users[1:],))
+            trigger = "'profile_sync.on_user_profiles_inserted'::regproc"
+            assert count(conn, f"SELECT pg_stat_get_xact_function_calls({trigger})") == 1
         payloads = sorted(n.payload for n in listen.notifies(timeout=0.5))
     assert payloads == sorted(str(u) for u in users[1:3])
     assert count(conn, WAITERS) == 0
