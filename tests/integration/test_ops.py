@@ -1,0 +1,363 @@
+"""Operations on real Postgres + Redis: the real `rq` CLI, replay, doctor, backfill."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import psycopg
+import pytest
+import redis
+from rq.registry import FailedJobRegistry
+from rq.serializers import JSONSerializer
+from rq.worker import SimpleWorker
+
+from profilesync import cli
+from profilesync.backfill import verification_report
+from profilesync.config import Settings
+from profilesync.queueing import CREATE_PROFILES, profiles_queue
+from tests.harness import bulk_signup, count, run_worker_burst, running_publisher, signup, wait_for
+
+RQ = os.path.join(os.path.dirname(sys.executable), "rq")
+TRIGGER = "profile_sync_on_auth_user_created"
+
+
+@pytest.fixture
+def env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The environment `profilesync` reads, for in-process cli.main() and subprocesses alike."""
+    values = {
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "PROFILESYNC_LOG_FORMAT": "json",
+    }
+    monkeypatch.delenv("LISTEN_DATABASE_URL", raising=False)
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    return {**os.environ, **values}
+
+
+@pytest.fixture
+def live_worker(redis_conn: redis.Redis) -> Iterator[SimpleWorker]:
+    """A worker registered in Redis, as a running `profilesync worker` is (doctor counts live workers)."""
+    worker = SimpleWorker([profiles_queue(redis_conn)], connection=redis_conn, serializer=JSONSerializer)
+    worker.register_birth()
+    yield worker
+    worker.register_death()
+
+
+def _failed_job(settings: Settings, redis_conn: redis.Redis, value: str = "not-a-uuid") -> str:
+    job = profiles_queue(redis_conn).enqueue(CREATE_PROFILES, args=([value],))
+    run_worker_burst(settings)
+    assert job.id in FailedJobRegistry(queue=profiles_queue(redis_conn)).get_job_ids()
+    return str(job.id)
+
+
+def _run(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+
+
+# -- the real rq CLI works on our queue, unmodified ---------------------------------------------------------
+
+
+def test_rq_info_and_rq_requeue_work_unmodified(
+    settings: Settings, redis_conn: redis.Redis, env: dict[str, str]
+) -> None:
+    job_id = _failed_job(settings, redis_conn)
+
+    info = _run([RQ, "info", "-u", settings.redis_url], env)
+    assert info.returncode == 0, info.stderr
+    assert re.search(r"^profiles +\| .*1 failed$", info.stdout, re.MULTILINE), info.stdout
+
+    requeue = _run(
+        [RQ, "requeue", "--queue", "profiles", "-S", "json", "--all", "-u", settings.redis_url], env
+    )
+    assert requeue.returncode == 0, requeue.stderr
+    assert "Requeueing 1 jobs from failed queue" in requeue.stdout
+    queue = profiles_queue(redis_conn)
+    assert queue.job_ids == [job_id]
+    assert FailedJobRegistry(queue=queue).count == 0
+
+    run_worker_burst(settings)  # still a bad id: it fails again, and stays replayable
+    assert FailedJobRegistry(queue=queue).get_job_ids() == [job_id]
+
+
+# -- replay ------------------------------------------------------------------------------------------------
+
+
+def test_replay_all_requeues_every_failed_job(
+    settings: Settings, redis_conn: redis.Redis, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    jobs = {_failed_job(settings, redis_conn, value) for value in ("bad-1", "bad-2")}
+
+    assert cli.main(["replay", "--all"]) == 0
+    assert "requeued 2 failed job(s)" in capsys.readouterr().out
+    queue = profiles_queue(redis_conn)
+    assert set(queue.job_ids) == jobs
+    assert FailedJobRegistry(queue=queue).count == 0
+
+
+def test_replay_by_id_requeues_that_job_and_rejects_unknown_ids(
+    settings: Settings,
+    conn: psycopg.Connection[Any],
+    redis_conn: redis.Redis,
+    env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A user's failed job, replayed once the cause is gone, creates the profile."""
+    user_id = signup(conn, "email")
+    conn.execute("DELETE FROM profile_sync.signup_events")
+    conn.execute("ALTER TABLE public.user_profiles ADD CONSTRAINT no_profiles CHECK (false) NOT VALID")
+    job = profiles_queue(redis_conn).enqueue(CREATE_PROFILES, args=([str(user_id)],))
+    run_worker_burst(settings)
+    other = _failed_job(settings, redis_conn)
+    queue = profiles_queue(redis_conn)
+    assert set(FailedJobRegistry(queue=queue).get_job_ids()) == {job.id, other}
+
+    conn.execute("ALTER TABLE public.user_profiles DROP CONSTRAINT no_profiles")
+    assert cli.main(["replay", job.id, "no-such-job"]) == 1
+    out = capsys.readouterr().out
+    assert "requeued 1 failed job(s)" in out
+    assert "not failed jobs of the profiles queue" in out and "no-such-job" in out
+    assert FailedJobRegistry(queue=queue).get_job_ids() == [other]
+
+    run_worker_burst(settings)
+    assert count(conn, "SELECT count(*) FROM public.user_profiles WHERE id = %s", (user_id,)) == 1
+    assert FailedJobRegistry(queue=queue).get_job_ids() == [other]
+
+
+def test_replay_requires_all_or_ids(env: dict[str, str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["replay"])
+    assert exc.value.code == 2
+
+
+# -- doctor ------------------------------------------------------------------------------------------------
+
+
+def _doctor(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, Any]]:
+    code = cli.main(["doctor", "--json", *args])
+    report = json.loads(capsys.readouterr().out)
+    return code, {c["name"]: c for c in report["checks"]} | {"healthy": report["healthy"]}
+
+
+def test_doctor_healthy_pipeline_exits_zero(
+    conn: psycopg.Connection[Any],
+    env: dict[str, str],
+    live_worker: SimpleWorker,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    signup(conn, "google")  # a fresh signup in flight is not a problem
+    code, checks = _doctor(capsys)
+    assert code == 0, checks
+    assert checks["healthy"] is True
+    assert {name: c["status"] for name, c in checks.items() if name != "healthy"} == dict.fromkeys(
+        [
+            "database",
+            "migrations",
+            "trigger",
+            "listen_url",
+            "redis",
+            "redis_policy",
+            "workers",
+            "failed_jobs",
+            "backlog",
+            "failed_events",
+            "users_without_profiles",
+        ],
+        "ok",
+    )
+    assert checks["backlog"]["detail"].startswith("1 pending")
+
+
+def test_doctor_as_a_healthcheck_process(
+    conn: psycopg.Connection[Any], env: dict[str, str], live_worker: SimpleWorker
+) -> None:
+    healthy = _run([sys.executable, "-m", "profilesync.cli", "doctor"], env)
+    assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+    assert healthy.stdout.strip().endswith("healthy")
+
+    conn.execute(f"ALTER TABLE auth.users DISABLE TRIGGER {TRIGGER}")
+    broken = _run([sys.executable, "-m", "profilesync.cli", "doctor"], env)
+    assert broken.returncode == 1
+    assert "FAIL  trigger" in broken.stdout and "disabled" in broken.stdout
+    assert broken.stdout.strip().endswith("1 problem(s)")
+
+
+def test_doctor_fails_on_a_disabled_trigger_and_unrecorded_users(
+    conn: psycopg.Connection[Any],
+    env: dict[str, str],
+    live_worker: SimpleWorker,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    conn.execute(f"ALTER TABLE auth.users DISABLE TRIGGER {TRIGGER}")
+    signup(conn, "email")
+    code, checks = _doctor(capsys)
+    assert code == 1
+    assert checks["trigger"]["status"] == "fail"
+    assert checks["users_without_profiles"]["status"] == "fail"
+    assert "run profilesync backfill" in checks["users_without_profiles"]["detail"]
+    assert checks["workers"]["status"] == "ok"
+
+
+def test_doctor_fails_without_workers(env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    code, checks = _doctor(capsys)
+    assert code == 1
+    assert checks["workers"] == {
+        "name": "workers",
+        "status": "fail",
+        "detail": "0 alive, expected at least 1 (start profilesync worker)",
+    }
+    assert cli.main(["doctor", "--only", "workers"]) == 1
+    assert cli.main(["doctor", "--only", "database,trigger,redis"]) == 0
+
+
+def test_doctor_fails_on_old_backlog_failed_events_and_failed_jobs(
+    settings: Settings,
+    conn: psycopg.Connection[Any],
+    redis_conn: redis.Redis,
+    env: dict[str, str],
+    live_worker: SimpleWorker,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    signup(conn, "email")
+    conn.execute("UPDATE profile_sync.signup_events SET created_at = now() - interval '10 minutes'")
+    conn.execute(
+        "INSERT INTO profile_sync.signup_events (user_id, failed_at, last_error) VALUES (%s, now(), 'x')",
+        (uuid.uuid4(),),
+    )
+    _failed_job(settings, redis_conn)
+    code, checks = _doctor(capsys)
+    assert code == 1
+    assert checks["backlog"]["status"] == "fail" and "oldest 600" in checks["backlog"]["detail"]
+    assert checks["failed_events"]["status"] == "fail"
+    assert checks["failed_jobs"]["status"] == "fail"
+
+
+def test_doctor_fails_on_a_transaction_pooler_listen_url(
+    settings: Settings,
+    env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """DATABASE_URL at Supabase's transaction pooler (port 6543) and no LISTEN_DATABASE_URL."""
+    host = urlsplit(settings.database_url).hostname
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://postgres:secret@{host}:6543/postgres")
+    code, checks = _doctor(capsys)
+    assert code == 1
+    assert checks["listen_url"]["status"] == "fail"
+    assert "transaction pooler" in checks["listen_url"]["detail"]
+    assert "secret" not in checks["listen_url"]["detail"]
+    assert checks["database"]["status"] == "fail"
+    assert checks["trigger"]["detail"] == "not checked: database unreachable"
+
+
+def test_doctor_fails_on_pending_migrations(
+    conn: psycopg.Connection[Any],
+    env: dict[str, str],
+    live_worker: SimpleWorker,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    conn.execute("DELETE FROM profile_sync.schema_migrations WHERE version = '0003'")
+    code, checks = _doctor(capsys)
+    assert code == 1
+    assert checks["migrations"]["status"] == "fail" and "0003_readiness" in checks["migrations"]["detail"]
+
+
+def test_doctor_fails_when_redis_is_unreachable(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from profilesync.embedded import free_port
+
+    monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
+    code, checks = _doctor(capsys)
+    assert code == 1
+    assert checks["redis"]["status"] == "fail"
+    assert checks["workers"]["detail"] == "not checked: Redis unreachable"
+    assert checks["trigger"]["status"] == "ok"
+
+
+# -- backfill ----------------------------------------------------------------------------------------------
+
+
+def _users_without_trigger(conn: psycopg.Connection[Any], n: int) -> None:
+    conn.execute(f"ALTER TABLE auth.users DISABLE TRIGGER {TRIGGER}")
+    bulk_signup(conn, n)
+    for kind in ("phone", "anonymous", "github", "sso"):
+        signup(conn, kind)
+    conn.execute(f"ALTER TABLE auth.users ENABLE TRIGGER {TRIGGER}")
+
+
+def test_backfill_dry_run_changes_nothing(
+    conn: psycopg.Connection[Any], env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _users_without_trigger(conn, 96)
+    assert cli.main(["backfill", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "dry run: 100 user(s) without a profile would be recorded" in out
+    assert re.search(r"users without profiles +100\n", out)
+    assert count(conn, "SELECT count(*) FROM profile_sync.signup_events") == 0
+
+
+def test_backfill_gives_every_user_a_profile(
+    settings: Settings, conn: psycopg.Connection[Any], env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _users_without_trigger(conn, 496)
+    with_profile = signup(conn, "email")  # recorded by the trigger: gets its profile the normal way
+    deleted = signup(conn, "email")
+    conn.execute("UPDATE auth.users SET deleted_at = now() WHERE id = %s", (deleted,))
+    conn.execute("DELETE FROM profile_sync.signup_events WHERE user_id = %s", (deleted,))
+    assert verification_report(conn).users_without_profiles == 501
+
+    assert cli.main(["backfill", "--chunk-size", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "recorded 500 of 502 users in 8 chunk(s)" in out  # the trigger's own event is not doubled
+    assert count(conn, "SELECT count(*) FROM profile_sync.signup_events") == 501
+    assert count(conn, "SELECT count(DISTINCT user_id) FROM profile_sync.signup_events") == 501
+
+    assert cli.main(["backfill"]) == 0  # idempotent: everything is recorded already
+    assert "recorded 0 of 502 users" in capsys.readouterr().out
+
+    with running_publisher(settings):
+        assert wait_for(
+            lambda: count(conn, "SELECT count(*) FROM profile_sync.signup_events WHERE job_id IS NULL") == 0
+        )
+    run_worker_burst(settings)
+    report = verification_report(conn)
+    assert report.complete, report
+    assert (report.users, report.profiles) == (501, 501)
+    assert count(conn, "SELECT count(*) FROM public.user_profiles WHERE id = %s", (with_profile,)) == 1
+    assert count(conn, "SELECT count(*) FROM public.user_profiles WHERE id = %s", (deleted,)) == 0
+
+
+def test_backfill_wait_reports_completion(
+    settings: Settings, conn: psycopg.Connection[Any], env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _users_without_trigger(conn, 46)
+    with running_publisher(settings):
+        worker = subprocess.Popen([sys.executable, "-m", "profilesync.cli", "worker"], env=env)
+        try:
+            assert cli.main(["backfill", "--wait", "--timeout", "60"]) == 0
+        finally:
+            worker.terminate()
+            assert worker.wait(timeout=20) == 0
+    out = capsys.readouterr().out
+    assert "recorded 50 of 50 users" in out
+    assert "result: OK, every user has a profile" in out
+
+
+def test_backfill_wait_gives_up_and_exits_nonzero_without_workers(
+    conn: psycopg.Connection[Any], env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _users_without_trigger(conn, 1)
+    assert cli.main(["backfill", "--wait", "--timeout", "0.5"]) == 1
+    out = capsys.readouterr().out
+    assert "gave up waiting" in out
+    assert re.search(r"users without profiles +5\n", out) and "first 5 users without a profile" in out
+    assert "INCOMPLETE" in out
