@@ -86,8 +86,9 @@ def _wait_for_profiles(conn: Any, recorded: int, timeout: float) -> bool:
 
     def show(pending: int) -> None:
         done = max(0, recorded - pending)
-        rate = done / max(time.monotonic() - started, 1e-9)
-        line.update(f"creating profiles {bar(done, recorded)} {done:,}/{recorded:,}  {rate:,.0f}/s")
+        elapsed = time.monotonic() - started
+        rate = f"  {done / elapsed:,.0f}/s" if elapsed >= 1 else ""
+        line.update(f"creating profiles {bar(done, recorded)} {done:,}/{recorded:,}{rate}")
 
     drained = backfill.wait_until_drained(conn, timeout=timeout, on_progress=show)
     line.finish()

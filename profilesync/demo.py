@@ -389,7 +389,11 @@ def _run(
     monitor = db.connect(settings.database_url, autocommit=True, application_name="profilesync-demo")
     stack.enter_context(monitor)
     _await_processes(processes, monitor, queue, options.workers)
-    out.write(f"publisher and {options.workers} worker(s) running; simulating {options.users} signups\n")
+    pids = ", ".join(str(p.pid) for p in processes.running.values())
+    out.write(
+        f"publisher and {options.workers} worker(s) running (pids {pids}); "
+        f"simulating {options.users} signups\n"
+    )
     out.flush()
 
     signup_pool = ConnectionPool(

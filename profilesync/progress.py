@@ -32,6 +32,7 @@ class StatusLine:
         self._last_plain: float | None = None
         self._width = 0
         self._last_text = ""
+        self._last_printed = ""
 
     def update(self, text: str) -> None:
         self._last_text = text
@@ -44,6 +45,7 @@ class StatusLine:
         now = self._clock()
         if self._last_plain is None or now - self._last_plain >= self._plain_every:
             self._last_plain = now
+            self._last_printed = text
             self._stream.write(text + "\n")
             self._stream.flush()
 
@@ -53,6 +55,7 @@ class StatusLine:
         if self._tty:
             self.update(final)
             self._stream.write("\n")
-        elif final:
+        elif final and final != self._last_printed:
+            self._last_printed = final
             self._stream.write(final + "\n")
         self._stream.flush()

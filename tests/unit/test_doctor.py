@@ -1,0 +1,152 @@
+"""Doctor's pure half: facts → checks → table / JSON."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from profilesync.config import Settings
+from profilesync.doctor import CHECKS, Check, Facts, Thresholds, evaluate, format_json, format_table, healthy
+
+LIMITS = Thresholds(min_workers=1, max_failed=0, max_backlog_age=60.0)
+
+
+def healthy_facts(**changes: object) -> Facts:
+    facts = Facts(
+        listen_url="postgresql://app:pw@db.example.com:5432/postgres",
+        pending_migrations=[],
+        trigger_enabled="O",
+        maxmemory_policy="noeviction",
+        workers=2,
+        failed_jobs=0,
+        pending_events=3,
+        oldest_event_age=0.4,
+        failed_events=0,
+        users_without_profiles=3,
+        unrecorded_users=0,
+    )
+    for name, value in changes.items():
+        setattr(facts, name, value)
+    return facts
+
+
+def by_name(checks: list[Check]) -> dict[str, Check]:
+    return {c.name: c for c in checks}
+
+
+def test_a_healthy_system_passes_every_check() -> None:
+    checks = evaluate(healthy_facts(), LIMITS)
+    assert [c.name for c in checks] == list(CHECKS)
+    assert {c.status for c in checks} == {"ok"}
+    assert healthy(checks)
+    assert by_name(checks)["backlog"].detail == "3 pending, oldest 0.4s"
+    assert (
+        by_name(checks)["listen_url"].detail
+        == "postgresql://app:***@db.example.com:5432/postgres (direct or session mode)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "check", "detail"),
+    [
+        (
+            {"pending_migrations": ["0003_readiness"]},
+            "migrations",
+            "pending: 0003_readiness (run profilesync migrate)",
+        ),
+        (
+            {"trigger_enabled": "D"},
+            "trigger",
+            "profile_sync_on_auth_user_created disabled: signups are not recorded",
+        ),
+        (
+            {"trigger_enabled": ""},
+            "trigger",
+            "profile_sync_on_auth_user_created missing: signups are not recorded",
+        ),
+        ({"trigger_enabled": "R"}, "trigger", "replica mode only"),
+        (
+            {"listen_url": "postgresql://u:pw@pooler.supabase.com:6543/postgres"},
+            "listen_url",
+            "transaction pooler",
+        ),
+        (
+            {"maxmemory_policy": "allkeys-lru"},
+            "redis_policy",
+            "maxmemory-policy allkeys-lru: Redis may evict",
+        ),
+        ({"workers": 0}, "workers", "0 alive, expected at least 1"),
+        ({"failed_jobs": 2}, "failed_jobs", "2 failed (inspect with rq info"),
+        ({"oldest_event_age": 61.0}, "backlog", "3 pending, oldest 61.0s > 60s"),
+        ({"failed_events": 1}, "failed_events", "1 signup events failed permanently"),
+        (
+            {"unrecorded_users": 2},
+            "users_without_profiles",
+            "2 of 3 users without a profile have no signup event",
+        ),
+    ],
+)
+def test_each_problem_fails_its_check_only(changes: dict[str, object], check: str, detail: str) -> None:
+    checks = by_name(evaluate(healthy_facts(**changes), LIMITS))
+    assert checks[check].status == "fail"
+    assert detail in checks[check].detail
+    assert [c.name for c in checks.values() if c.status != "ok"] == [check]
+    assert not healthy(list(checks.values()))
+
+
+def test_always_firing_trigger_is_fine() -> None:
+    assert by_name(evaluate(healthy_facts(trigger_enabled="A"), LIMITS))["trigger"].status == "ok"
+
+
+def test_thresholds_come_from_settings() -> None:
+    limits = Thresholds.from_settings(
+        Settings(doctor_min_workers=0, doctor_max_failed_jobs=5, doctor_max_backlog_age=600)
+    )
+    assert limits == Thresholds(min_workers=0, max_failed=5, max_backlog_age=600)
+    checks = evaluate(
+        healthy_facts(workers=0, failed_jobs=5, failed_events=5, oldest_event_age=599.0), limits
+    )
+    assert healthy(checks)
+
+
+def test_an_unreadable_redis_policy_is_a_warning_not_a_failure() -> None:
+    checks = evaluate(healthy_facts(maxmemory_policy=None), LIMITS)
+    assert by_name(checks)["redis_policy"].status == "warn"
+    assert healthy(checks)
+    assert "WARN  redis_policy" in format_table(checks)
+    assert format_table(checks).endswith("\nhealthy")
+
+
+def test_unreachable_servers_fail_their_checks_and_the_checks_that_depend_on_them() -> None:
+    facts = Facts(
+        listen_url="postgresql://localhost:5432/postgres",
+        errors={"database": "unreachable: connection refused", "redis": "unreachable: timeout"},
+    )
+    checks = by_name(evaluate(facts, LIMITS))
+    assert checks["database"] == Check("database", "fail", "unreachable: connection refused")
+    assert checks["redis"] == Check("redis", "fail", "unreachable: timeout")
+    for name in ("migrations", "trigger", "backlog", "failed_events", "users_without_profiles"):
+        assert checks[name].detail == "not checked: database unreachable"
+    for name in ("redis_policy", "workers", "failed_jobs"):
+        assert checks[name].detail == "not checked: Redis unreachable"
+    assert checks["listen_url"].status == "ok"  # judged from the URL alone
+
+
+def test_a_fact_that_could_not_be_read_fails_its_check() -> None:
+    facts = healthy_facts()
+    facts.errors["backlog"] = 'cannot read: relation "profile_sync.signup_events" does not exist'
+    checks = by_name(evaluate(facts, LIMITS))
+    assert checks["backlog"].status == "fail" and "does not exist" in checks["backlog"].detail
+
+
+def test_table_and_json_output() -> None:
+    checks = evaluate(healthy_facts(workers=0), LIMITS)
+    table = format_table(checks)
+    assert "FAIL  workers " in table
+    assert "OK    database " in table
+    assert table.endswith("\n1 problem(s)")
+    data = json.loads(format_json(checks))
+    assert data["healthy"] is False
+    assert data["checks"][0] == {"name": "database", "status": "ok", "detail": "reachable"}
+    assert len(data["checks"]) == len(CHECKS)
