@@ -1,0 +1,33 @@
+# profilesync: one image for migrate / publisher / worker / doctor (the `profilesync` CLI is the entrypoint),
+# plus a `dashboard` stage with rq-dashboard on the same RQ version.
+FROM python:3.11-slim AS app
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PROFILESYNC_LOG_FORMAT=json
+
+WORKDIR /app
+# Editable install: the migrations are read from /app/sql at run time.
+COPY pyproject.toml README.md ./
+COPY profilesync/ profilesync/
+COPY publisher/ publisher/
+COPY worker/ worker/
+COPY chat/ chat/
+COPY sql/ sql/
+RUN pip install -e . \
+ && useradd --system --uid 10001 --no-create-home profilesync
+
+USER profilesync
+ENTRYPOINT ["profilesync"]
+CMD ["doctor"]
+
+# rq-dashboard 0.9.0 imports six without declaring it.
+FROM app AS dashboard
+USER root
+RUN pip install "rq-dashboard==0.9.0" six
+USER profilesync
+EXPOSE 9181
+ENTRYPOINT ["rq-dashboard"]
+CMD ["--help"]
