@@ -19,7 +19,7 @@ from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 from rq.worker import SimpleWorker
 
-from profilesync import cli
+from profilesync import cli, logs
 from profilesync.backfill import verification_report
 from profilesync.config import Settings
 from profilesync.queueing import CREATE_PROFILES, profiles_queue
@@ -31,7 +31,12 @@ TRIGGER = "profile_sync_on_auth_user_created"
 
 @pytest.fixture
 def env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """The environment `profilesync` reads, for in-process cli.main() and subprocesses alike."""
+    """The environment `profilesync` reads, for in-process cli.main() and subprocesses alike.
+
+    In-process, main() must not configure logging: structlog's cache_logger_on_first_use would make module
+    loggers ignore `capture_logs` in every later test of the session.
+    """
+    monkeypatch.setattr(logs, "configure", lambda *args, **kwargs: None)
     values = {
         "DATABASE_URL": settings.database_url,
         "REDIS_URL": settings.redis_url,
@@ -142,6 +147,7 @@ def test_replay_requires_all_or_ids(env: dict[str, str]) -> None:
 
 
 def _doctor(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, Any]]:
+    capsys.readouterr()  # drop what earlier steps printed
     code = cli.main(["doctor", "--json", *args])
     report = json.loads(capsys.readouterr().out)
     return code, {c["name"]: c for c in report["checks"]} | {"healthy": report["healthy"]}
