@@ -108,8 +108,14 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from profilesync.queueing import connect_redis, profiles_queue
-    from profilesync.replay import format_result, replay
+    from profilesync.replay import format_result, replay, reset_failed_events
 
+    if args.events:
+        with db.connect(
+            settings.database_url, autocommit=True, application_name="profilesync-replay"
+        ) as conn:
+            print(f"reset {reset_failed_events(conn)} failed signup event(s) to pending")
+        return 0
     with connect_redis(settings.redis_url) as redis_conn:
         result = replay(profiles_queue(redis_conn), None if args.all else args.job_ids)
     print(format_result(result))
@@ -187,6 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("replay", help="requeue failed profile jobs")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--all", action="store_true", help="every failed job of the profiles queue")
+    which.add_argument(
+        "--events",
+        action="store_true",
+        help="make failed signup events pending again (when their failed jobs expired or Redis lost them)",
+    )
     which.add_argument("job_ids", nargs="*", default=[], metavar="JOB_ID", help="failed job ids")
     p.set_defaults(func=cmd_replay)
 

@@ -180,7 +180,8 @@ def _evaluate_one(name: str, f: Facts, limits: Thresholds) -> Check | None:
             return check(
                 failed <= limits.max_failed,
                 f"{failed} failed",
-                f"{failed} signup events failed permanently (see failed jobs; replay once fixed)",
+                f"{failed} signup events failed permanently (once fixed: profilesync replay --all, or "
+                "replay --events if their failed jobs are gone)",
             )
         case "users_without_profiles":
             without = f.users_without_profiles or 0

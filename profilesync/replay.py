@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+import psycopg
 from rq import Queue
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.registry import FailedJobRegistry
@@ -51,6 +53,33 @@ def replay(queue: Queue, job_ids: Sequence[str] | None = None) -> ReplayResult:
         expired=len(result.expired),
     )
     return result
+
+
+# Back to pending: the publisher enqueues them again on its next drain (woken by one NOTIFY).
+_RESET_FAILED_EVENTS = """
+WITH reset AS (
+  UPDATE profile_sync.signup_events
+  SET failed_at = NULL, last_error = NULL, enqueued_at = NULL, job_id = NULL
+  WHERE failed_at IS NOT NULL
+  RETURNING user_id
+)
+SELECT count(*), (SELECT r.user_id::text FROM reset r LIMIT 1) FROM reset
+"""
+
+
+def reset_failed_events(conn: psycopg.Connection[Any]) -> int:
+    """Make every failed signup event pending again, for failures whose RQ job is gone (expired, Redis lost).
+
+    Prefer requeueing the failed jobs: a reset event whose cause is not fixed fails again as a new job.
+    """
+    with conn.transaction():
+        row = conn.execute(_RESET_FAILED_EVENTS).fetchone()
+        assert row is not None
+        reset, sample_user = int(row[0]), row[1]
+        if reset:
+            conn.execute("SELECT pg_notify('profile_sync_signup', %s)", (sample_user,))
+    log.info("failed signup events reset", events=reset)
+    return reset
 
 
 def format_result(result: ReplayResult) -> str:

@@ -137,6 +137,39 @@ def test_replay_by_id_requeues_that_job_and_rejects_unknown_ids(
     assert FailedJobRegistry(queue=queue).get_job_ids() == [other]
 
 
+def test_replay_events_redrives_failures_whose_jobs_are_gone(
+    settings: Settings,
+    conn: psycopg.Connection[Any],
+    redis_conn: redis.Redis,
+    env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    conn.execute("ALTER TABLE public.user_profiles ADD CONSTRAINT no_profiles CHECK (false) NOT VALID")
+    user_id = signup(conn, "github")
+    with running_publisher(settings):
+        assert wait_for(
+            lambda: count(conn, "SELECT count(*) FROM profile_sync.signup_events WHERE job_id IS NULL") == 0
+        )
+    run_worker_burst(settings)
+    assert count(conn, "SELECT count(*) FROM profile_sync.signup_events WHERE failed_at IS NOT NULL") == 1
+    redis_conn.flushdb()  # the failed job is gone (expired, or Redis lost its data): replay --all cannot help
+    conn.execute("ALTER TABLE public.user_profiles DROP CONSTRAINT no_profiles")
+
+    capsys.readouterr()
+    assert cli.main(["replay", "--all"]) == 0
+    assert "requeued 0 failed job(s)" in capsys.readouterr().out
+    assert cli.main(["replay", "--events"]) == 0
+    assert "reset 1 failed signup event(s) to pending" in capsys.readouterr().out
+
+    with running_publisher(settings):
+        assert wait_for(
+            lambda: count(conn, "SELECT count(*) FROM profile_sync.signup_events WHERE job_id IS NULL") == 0
+        )
+    run_worker_burst(settings)
+    assert count(conn, "SELECT count(*) FROM public.user_profiles WHERE id = %s", (user_id,)) == 1
+    assert verification_report(conn).complete
+
+
 def test_replay_requires_all_or_ids(env: dict[str, str]) -> None:
     with pytest.raises(SystemExit) as exc:
         cli.main(["replay"])

@@ -230,6 +230,7 @@ def test_cli_knows_every_designed_subcommand() -> None:
         ["doctor", "--json"],
         ["replay", "--all"],
         ["replay", "job-1", "job-2"],
+        ["replay", "--events"],
         ["demo", "--users", "200"],
     ):
         assert parser.parse_args(argv).command == argv[0]
