@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -87,3 +88,6 @@ def test_demo_cleans_up_on_ctrl_c() -> None:
     assert pids is not None
     for pid in pids.group(1).split(", "):
         assert not _alive(int(pid)), f"process {pid} survived the demo"
+    logdir = re.search(r"process logs in (\S+)", out)
+    assert logdir is not None
+    shutil.rmtree(logdir.group(1))  # kept for the user after an interrupt; the test removes it
