@@ -7,7 +7,7 @@ class ProfileSyncError(Exception):
     """profilesync failed."""
 
     def __init__(self, detail: str = "") -> None:
-        message = (self.__doc__ or "").strip()
+        message = (self.__doc__ or "").strip().rstrip(".")
         super().__init__(f"{message}: {detail}" if detail else message)
         self.detail = detail
 

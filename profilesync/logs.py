@@ -43,7 +43,7 @@ def configure(level: str = "INFO", fmt: str = "auto") -> None:
         processors=[*_SHARED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=False,  # tests reconfigure (capture_logs) after a CLI ran in-process
     )
 
 

@@ -201,7 +201,7 @@ def test_waiting_issues_no_queries_and_burns_no_cpu(conn: Conn, settings: Settin
             cpu = time.process_time() - cpu
             costs.append(CountingConnection.round_trips - trips)
             assert conn.execute(listener_activity, (LISTEN_APP,)).fetchone() == listener_before
-            assert cpu < 0.1 * timeout + 0.02, cpu
+            assert cpu < 0.5 * timeout, cpu  # a polling loop would burn most of the wait
     # insert (23503), watch_profile, unwatch_profiles, profile_state: nothing scales with the wait
     assert costs == [4, 4]
 
