@@ -24,6 +24,9 @@ from profilesync.queueing import connect_redis, enqueue_plans, profiles_queue
 from publisher.planning import flatten, next_backoff, plan_jobs, valid_payload
 
 CHANNEL = "profile_sync_signup"
+# After a drain that found events, poll every LINGER_POLL seconds until LINGER_QUIET seconds pass without any.
+LINGER_POLL = 0.0005
+LINGER_QUIET = 0.05
 _LIVE_JOB_STATES = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
 
 log = get_logger(__name__)
@@ -56,6 +59,7 @@ _REGISTER = """
 INSERT INTO profile_sync.publishers (backend_pid, idle) VALUES (%s, false)
 ON CONFLICT (backend_pid) DO UPDATE SET idle = false, updated_at = now()
 """
+_PENDING = "SELECT 1 FROM profile_sync.signup_events WHERE enqueued_at IS NULL LIMIT 1"
 _SET_IDLE = "UPDATE profile_sync.publishers SET idle = %s, updated_at = now() WHERE backend_pid = %s"
 
 
@@ -125,10 +129,29 @@ class Publisher:
                 self._wait_for_notify(listen, until=next_safety)
             work.execute(_SET_IDLE, (False, pid))
             self.drain(work, redis_conn)
+            self._linger(work, redis_conn, until=next_safety)
             if time.monotonic() >= next_safety:
                 listen.execute("SELECT 1")  # liveness probe of the LISTEN connection
                 self.redeliver(work, redis_conn)
                 next_safety = time.monotonic() + self.settings.safety_interval
+
+    def _linger(self, work: psycopg.Connection[Any], redis_conn: redis.Redis, until: float) -> None:
+        """Keep draining on a short timer while signups keep coming; return after LINGER_QUIET without any.
+
+        Not idle meanwhile, so a steady stream of signups pays for no NOTIFY (a cluster-wide lock at commit).
+        While the workers have a job still waiting in the queue, pending events are left to grow the next job.
+        Returns by `until` at the latest, so the safety timer still runs.
+        """
+        queue_key = profiles_queue(redis_conn).key
+        quiet_since = time.monotonic()
+        while not self.stop.wait(LINGER_POLL) and time.monotonic() < until:
+            if redis_conn.llen(queue_key) > 0:
+                quiet_since = time.monotonic()
+            elif work.execute(_PENDING).fetchone():
+                quiet_since = time.monotonic()
+                self.drain(work, redis_conn)
+            elif time.monotonic() - quiet_since >= LINGER_QUIET:
+                return
 
     def _wait_for_notify(self, listen: psycopg.Connection[Any], until: float) -> None:
         """Block until a NOTIFY, the safety deadline, or stop; short slices keep SIGTERM responsive."""

@@ -1,0 +1,1 @@
+"""`python -m bench`: our pipeline against in-run baselines on the same servers, reported as ratios."""

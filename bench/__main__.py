@@ -1,0 +1,83 @@
+"""`python -m bench [--quick] [--only M1 M3 ...]`: measure, print the markdown table, write bench/results/."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from bench import baselines, chatcost, latency, rates, report, throughput
+from bench.servers import servers
+from profilesync.logs import configure
+
+METRICS = ("M1", "M2", "M3", "M4", "M5", "M6")
+LATENCY_SCENARIOS = {
+    "ours": "",
+    "ideal": "",
+    "naive": baselines.NAIVE_SQL,
+    "supabase": baselines.SUPABASE_SQL,
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmark the pipeline against in-run baselines on the same servers. Servers: "
+        "BENCH_DATABASE_URL (may CREATE DATABASE) and BENCH_REDIS_URL, else embedded durable ones.",
+    )
+    parser.add_argument("--quick", action="store_true", help="short runs (development; figures are rough)")
+    parser.add_argument("--only", nargs="+", choices=METRICS, default=list(METRICS), help="metrics to run")
+    return parser.parse_args(argv)
+
+
+def run(only: list[str], quick: bool) -> dict[str, Any]:
+    started = time.monotonic()
+    results: dict[str, Any] = {
+        "meta": {
+            "mode": "quick" if quick else "full",
+            "started": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "cpus": os.cpu_count(),
+            "servers": "env" if os.environ.get("BENCH_DATABASE_URL") else "embedded (fsync on)",
+        }
+    }
+    with servers() as found:
+        if "M1" in only or "M2" in only:
+            plan = latency.LatencyPlan(
+                rates=(5.0, 100.0, 250.0) if "M1" in only else (),
+                duration=3.0 if quick else 10.0,
+                senders=4,
+                burst=(1000 if quick else 5000) if "M2" in only else 0,
+                burst_clients=8,
+            )
+            for scenario, setup in LATENCY_SCENARIOS.items():
+                url = found.database(f"lat_{scenario}", setup)
+                measured = latency.measure(scenario, url, found.redis_db(), plan)
+                for metric, value in measured.items():
+                    if value:
+                        results.setdefault(metric, {})[scenario] = value
+                print(f"{scenario}: {measured}", flush=True)
+        if "M3" in only:
+            results["M3"] = throughput.measure(found, (1, 8, 32), 2 if quick else 6)
+        if "M5" in only or "M6" in only:
+            results.update(rates.measure(found, 5000 if quick else 20000, 500 if quick else 3000))
+        if "M4" in only:
+            results["M4"] = chatcost.measure(found, 100 if quick else 1000)
+    results["targets"] = report.targets(results)
+    results["meta"]["seconds"] = round(time.monotonic() - started, 1)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    configure("WARNING")
+    results = run(args.only, args.quick)
+    path = report.write(results)
+    print(report.markdown(results))
+    print(f"written: {path} and {path.with_suffix('.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

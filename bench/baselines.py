@@ -1,0 +1,117 @@
+"""The baselines: their triggers (SQL applied to a scenario's database) and their consumers.
+
+- plain: no trigger at all (the ceiling for signup throughput);
+- supabase: Supabase's documented `handle_new_user` trigger, inserting the profile inside the signup;
+- naive: a per-row pg_notify trigger, and a listener that enqueues one RQ job per user;
+- ideal: our outbox trigger, and a publisher that inserts the profiles itself (batched SQL, no Redis).
+"""
+
+from __future__ import annotations
+
+import multiprocessing.synchronize
+import signal
+import threading
+from typing import Any
+
+import psycopg
+import redis
+
+from profilesync import db
+from profilesync.config import Settings
+from profilesync.logs import configure
+from profilesync.queueing import CREATE_PROFILES, connect_redis, profiles_queue
+from publisher.service import Publisher
+
+NAIVE_CHANNEL = "bench_naive_signup"
+
+_DROP_OURS = "DROP TRIGGER profile_sync_on_auth_user_created ON auth.users;\n"
+
+PLAIN_SQL = _DROP_OURS
+
+SUPABASE_SQL = """
+DROP TRIGGER profile_sync_on_auth_user_created ON auth.users;
+DROP TRIGGER profile_sync_on_user_profiles_inserted ON public.user_profiles;
+CREATE FUNCTION public.handle_new_user() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+AS $$
+BEGIN
+  INSERT INTO public.user_profiles (id, email, full_name, avatar_url)
+  VALUES (new.id, new.email, new.raw_user_meta_data ->> 'full_name', new.raw_user_meta_data ->> 'avatar_url');
+  RETURN new;
+END
+$$;
+CREATE TRIGGER on_auth_user_created AFTER INSERT ON auth.users
+  FOR EACH ROW EXECUTE FUNCTION public.handle_new_user();
+"""
+
+NAIVE_SQL = (
+    _DROP_OURS
+    + f"""
+CREATE FUNCTION public.bench_notify_signup() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+AS $$
+BEGIN
+  PERFORM pg_catalog.pg_notify('{NAIVE_CHANNEL}', new.id::text);
+  RETURN new;
+END
+$$;
+CREATE TRIGGER bench_notify_signup AFTER INSERT ON auth.users
+  FOR EACH ROW EXECUTE FUNCTION public.bench_notify_signup();
+"""
+)
+
+# Our trigger with its NOTIFY forced on (a publisher that is always idle) or off (one that is never idle).
+OURS_IDLE_SQL = "INSERT INTO profile_sync.publishers (backend_pid, idle) VALUES (0, true);\n"
+OURS_BUSY_SQL = "INSERT INTO profile_sync.publishers (backend_pid, idle) VALUES (0, false);\n"
+
+_CLAIM = """
+SELECT user_id FROM profile_sync.signup_events
+WHERE enqueued_at IS NULL ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED
+"""
+
+
+class IdealPublisher(Publisher):
+    """Our publisher's wake-up and idle protocol; it creates the profiles itself in the claim transaction."""
+
+    def drain(self, work: psycopg.Connection[Any], redis_conn: redis.Redis) -> int:
+        total = 0
+        while not self.stop.is_set():
+            with work.transaction():
+                rows = work.execute(_CLAIM, (self.settings.drain_batch_size,)).fetchall()
+                if not rows:
+                    break
+                work.execute("SELECT * FROM profile_sync.create_profiles(%s)", ([r[0] for r in rows],))
+            total += len(rows)
+            if len(rows) < self.settings.drain_batch_size:
+                break
+        self.enqueued_total += total
+        return total
+
+
+def _stop_on_sigterm() -> threading.Event:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    return stop
+
+
+def run_ideal(database_url: str, redis_url: str) -> None:
+    """Process entry point: the ideal consumer until SIGTERM."""
+    configure("WARNING")
+    settings = Settings(database_url=database_url, redis_url=redis_url, log_level="WARNING")
+    IdealPublisher(settings, _stop_on_sigterm()).run()
+
+
+def run_naive(database_url: str, redis_url: str, ready: multiprocessing.synchronize.Event) -> None:
+    """Process entry point: LISTEN, and enqueue one job per notified user, until SIGTERM."""
+    configure("WARNING")
+    stop = _stop_on_sigterm()
+    with (
+        db.connect(database_url, autocommit=True, application_name="bench-naive") as listen,
+        connect_redis(redis_url) as redis_conn,
+    ):
+        listen.execute(f"LISTEN {NAIVE_CHANNEL}")
+        queue = profiles_queue(redis_conn)
+        ready.set()
+        while not stop.is_set():
+            for notify in listen.notifies(timeout=0.2):
+                queue.enqueue(CREATE_PROFILES, args=([notify.payload],))

@@ -1,0 +1,105 @@
+"""The processes that turn signups into profiles, per scenario, started and stopped around a measurement."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+import redis
+from rq.worker import Worker
+
+from bench.baselines import run_ideal, run_naive
+
+# Scenarios whose profiles are created by something outside the signup transaction.
+ASYNC_SCENARIOS = ("ours", "naive", "ideal")
+
+
+def _wait(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _scalar(url: str, query: str) -> Any:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(query.encode()).fetchone()
+        return row[0] if row else None
+
+
+def _cli(command: str, database_url: str, redis_url: str) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "PROFILESYNC_LOG_FORMAT": "json",
+    }
+    env.pop("LISTEN_DATABASE_URL", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "profilesync.cli", command],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _worker_ready(redis_url: str) -> bool:
+    with redis.Redis.from_url(redis_url) as conn:
+        return int(Worker.count(connection=conn)) >= 1
+
+
+@contextmanager
+def running(scenario: str, database_url: str, redis_url: str) -> Iterator[None]:
+    """Start the scenario's consumers (publisher, worker), wait until they are ready; stop them after."""
+    ctx = multiprocessing.get_context("spawn")
+    children: list[subprocess.Popen[bytes]] = []
+    helpers: list[multiprocessing.process.BaseProcess] = []
+    try:
+        if scenario == "ours":
+            children.append(_cli("publisher", database_url, redis_url))
+            _wait(
+                lambda: bool(_scalar(database_url, "SELECT count(*) FROM profile_sync.publishers")),
+                "publisher",
+            )
+        elif scenario == "naive":
+            ready = ctx.Event()
+            helpers.append(ctx.Process(target=run_naive, args=(database_url, redis_url, ready)))
+            helpers[-1].start()
+            if not ready.wait(30):
+                raise RuntimeError("naive listener did not start")
+        elif scenario == "ideal":
+            helpers.append(ctx.Process(target=run_ideal, args=(database_url, redis_url)))
+            helpers[-1].start()
+            _wait(
+                lambda: bool(_scalar(database_url, "SELECT count(*) FROM profile_sync.publishers")), "ideal"
+            )
+        if scenario in ("ours", "naive"):
+            children.append(_cli("worker", database_url, redis_url))
+            _wait(lambda: _worker_ready(redis_url), "worker")
+        yield
+    finally:
+        for child in children:
+            child.terminate()
+        for helper in helpers:
+            helper.terminate()
+        for child in children:
+            child.wait(timeout=30)
+        for helper in helpers:
+            helper.join(timeout=30)
+
+
+def wait_for_profiles(database_url: str, tag: str, timeout: float = 300.0) -> None:
+    """Until every tagged signup has its profile (polled here, outside anything measured)."""
+    query = f"""
+        SELECT count(*) FROM auth.users u LEFT JOIN public.user_profiles p ON p.id = u.id
+        WHERE u.email LIKE '{tag}-%' AND p.id IS NULL
+    """  # noqa: S608 -- tag is ours
+    _wait(lambda: _scalar(database_url, query) == 0, f"profiles of {tag}", timeout)

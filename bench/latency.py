@@ -1,0 +1,75 @@
+"""M1 signup→profile latency under open-loop load, and M2 time to profile a signup burst.
+
+Both read the database's own clock: a profile's `created_at` (its creating transaction's start) minus its
+user's `created_at` (the signup transaction's start), so nothing is polled on the measured path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from bench import signups
+from bench.consumers import running, wait_for_profiles
+from bench.stats import summary_ms
+
+
+@dataclass(frozen=True)
+class LatencyPlan:
+    rates: tuple[float, ...]
+    duration: float
+    senders: int
+    burst: int
+    burst_clients: int
+
+
+def _latencies(url: str, tag: str) -> list[float]:
+    query = f"""
+        SELECT extract(epoch FROM p.created_at - u.created_at)::float8
+        FROM auth.users u JOIN public.user_profiles p ON p.id = u.id
+        WHERE u.email LIKE '{tag}-%'
+    """  # noqa: S608 -- tag is ours
+    with psycopg.connect(url, autocommit=True) as conn:
+        return [row[0] for row in conn.execute(query.encode())]
+
+
+def _burst_times(url: str, tag: str) -> tuple[float, float]:
+    """(first signup → last profile, first signup → last signup), in seconds."""
+    query = f"""
+        SELECT extract(epoch FROM max(p.created_at) - min(u.created_at))::float8,
+               extract(epoch FROM max(u.created_at) - min(u.created_at))::float8
+        FROM auth.users u JOIN public.user_profiles p ON p.id = u.id
+        WHERE u.email LIKE '{tag}-%'
+    """  # noqa: S608 -- tag is ours
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(query.encode()).fetchone()
+    assert row is not None
+    return float(row[0]), float(row[1])
+
+
+def measure(scenario: str, database_url: str, redis_url: str, plan: LatencyPlan) -> dict[str, Any]:
+    """M1 at each rate, then M2, with the scenario's consumers running throughout."""
+    m1: dict[str, Any] = {}
+    with running(scenario, database_url, redis_url):
+        for rate in plan.rates:
+            tag = f"m1r{int(rate)}"
+            lag = signups.open_loop(database_url, tag, rate, plan.duration, plan.senders)
+            wait_for_profiles(database_url, tag)
+            m1[str(int(rate))] = {
+                **summary_ms(_latencies(database_url, tag)),
+                "max_send_lag_ms": round(lag * 1000, 1),
+            }
+        if plan.burst == 0:
+            return {"M1": m1}
+        signups.burst(database_url, "m2", plan.burst, plan.burst_clients)
+        wait_for_profiles(database_url, "m2")
+    total, signing = _burst_times(database_url, "m2")
+    m2 = {
+        "signups": plan.burst,
+        "clients": plan.burst_clients,
+        "seconds": round(total, 3),
+        "signup_seconds": round(signing, 3),
+    }
+    return {"M1": m1, "M2": m2}

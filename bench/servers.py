@@ -1,0 +1,99 @@
+"""Where the benchmark runs: BENCH_DATABASE_URL / BENCH_REDIS_URL if set, else embedded servers.
+
+The embedded PostgreSQL is durable (fsync and synchronous_commit on), so commit costs are realistic. Every
+scenario gets its own database, cloned from a template migrated once, so triggers never interfere; every
+scenario gets its own Redis database number.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import redis
+from psycopg import sql
+
+from profilesync.embedded import EmbeddedPostgres, EmbeddedRedis
+from profilesync.migrate import migrate
+
+
+def with_dbname(url: str, dbname: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path=f"/{dbname}"))
+
+
+def with_redis_db(url: str, db: int) -> str:
+    return urlunsplit(urlsplit(url)._replace(path=f"/{db}"))
+
+
+@dataclass
+class Servers:
+    """A PostgreSQL admin URL (may CREATE DATABASE), a Redis URL, and the databases made for this run."""
+
+    admin_url: str
+    redis_url: str
+    embedded: bool
+    template: str = field(default_factory=lambda: f"bench_tpl_{uuid.uuid4().hex[:8]}")
+    created: list[str] = field(default_factory=list)
+    next_redis_db: int = 0
+
+    def build_template(self) -> None:
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.template)))
+        self.created.append(self.template)
+        with psycopg.connect(with_dbname(self.admin_url, self.template), autocommit=True) as conn:
+            migrate(conn, dev_auth_stub=True)
+
+    def database(self, label: str, setup_sql: str = "") -> str:
+        """A fresh migrated database for one scenario, with `setup_sql` (a baseline's triggers) applied."""
+        name = f"bench_{label}_{uuid.uuid4().hex[:6]}"
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                    sql.Identifier(name), sql.Identifier(self.template)
+                )
+            )
+        self.created.append(name)
+        url = with_dbname(self.admin_url, name)
+        if setup_sql:
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute(setup_sql.encode())
+        return url
+
+    def redis_db(self) -> str:
+        """An empty Redis database of its own (numbers 1..15 in turn)."""
+        self.next_redis_db = self.next_redis_db % 15 + 1
+        url = with_redis_db(self.redis_url, self.next_redis_db)
+        client = redis.Redis.from_url(url)
+        try:
+            client.flushdb()
+        finally:
+            client.close()
+        return url
+
+    def drop_all(self) -> None:
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            for name in reversed(self.created):
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        self.created.clear()
+
+
+@contextmanager
+def servers() -> Iterator[Servers]:
+    with ExitStack() as stack:
+        admin_url = os.environ.get("BENCH_DATABASE_URL")
+        redis_url = os.environ.get("BENCH_REDIS_URL")
+        if not admin_url:
+            admin_url = stack.enter_context(EmbeddedPostgres(durable=True)).url
+        if not redis_url:
+            redis_url = stack.enter_context(EmbeddedRedis()).url
+        found = Servers(admin_url, redis_url, embedded=not os.environ.get("BENCH_DATABASE_URL"))
+        found.build_template()
+        try:
+            yield found
+        finally:
+            found.drop_all()

@@ -1,0 +1,44 @@
+"""Pure statistics for the benchmark: percentiles, rates, ratios."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100) by linear interpolation between closest ranks (numpy's default)."""
+    if not values:
+        raise ValueError("percentile of no values")
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile out of range: {q}")
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100
+    lower = math.floor(position)
+    upper = math.ceil(position)
+    fraction = position - lower
+    return ordered[lower] + (ordered[upper] - ordered[lower]) * fraction
+
+
+def summary_ms(seconds: Sequence[float]) -> dict[str, float]:
+    """p50 / p99 / max in milliseconds, rounded to 0.01 ms, and the sample count."""
+    return {
+        "n": float(len(seconds)),
+        "p50_ms": round(percentile(seconds, 50) * 1000, 2),
+        "p99_ms": round(percentile(seconds, 99) * 1000, 2),
+        "max_ms": round(max(seconds) * 1000, 2),
+    }
+
+
+def rate(count: int, seconds: float) -> float:
+    """Events per second, rounded to 0.1."""
+    if seconds <= 0:
+        raise ValueError(f"rate over a non-positive duration: {seconds}")
+    return round(count / seconds, 1)
+
+
+def ratio(value: float, reference: float) -> float | None:
+    """value / reference rounded to 0.01; None when the reference is zero (no meaningful ratio)."""
+    if reference == 0:
+        return None
+    return round(value / reference, 2)

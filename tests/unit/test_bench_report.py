@@ -1,0 +1,108 @@
+import json
+from pathlib import Path
+from typing import Any
+
+import fakeredis
+import pytest
+
+from bench import report
+from bench.__main__ import parse_args
+from bench.counting import counting_redis
+from bench.pgbench import parse_tps
+
+PGBENCH_OUTPUT = """\
+transaction type: /tmp/x.sql
+scaling factor: 1
+number of clients: 32
+number of transactions actually processed: 120000
+latency average = 1.6 ms
+initial connection time = 25.1 ms
+tps = 19876.543210 (without initial connection time)
+"""
+
+
+def _results() -> dict[str, Any]:
+    return {
+        "meta": {"mode": "quick", "started": "2026-01-01 00:00 UTC"},
+        "M1": {
+            "ours": {"250": {"n": 10.0, "p50_ms": 2.5, "p99_ms": 7.0, "max_ms": 9.0, "max_send_lag_ms": 0.0}}
+        },
+        "M2": {
+            "ours": {"signups": 100, "clients": 8, "seconds": 3.0, "signup_seconds": 1.0},
+            "ideal": {"signups": 100, "clients": 8, "seconds": 1.0, "signup_seconds": 1.0},
+        },
+        "M3": {
+            "seconds_per_point": 2,
+            "tps": {"plain": {"32": 1000.0}, "ours_live": {"32": 800.0}},
+            "ratio_vs_plain": {"plain": {"32": 1.0}, "ours_live": {"32": 0.8}},
+        },
+        "M4": {
+            "calls": 5,
+            "chat": {"p50_ms": 0.2, "p99_ms": 0.3, "round_trips_per_call": 1.0},
+            "raw_insert": {"p50_ms": 0.2, "p99_ms": 0.3, "round_trips_per_call": 1.0},
+            "added_p50_ms": 0.0,
+            "added_round_trips": 0.0,
+        },
+        "M6": {
+            "batched": {
+                "users": 10,
+                "profiles_per_s": 999.0,
+                "redis_round_trips_per_profile": 0.1,
+                "redis_commands_per_profile": 0.2,
+            }
+        },
+    }
+
+
+def test_targets_are_judged_from_the_figures() -> None:
+    verdicts = {(t["metric"], t["target"]): t["met"] for t in report.targets(_results())}
+    assert verdicts[("M1", "p50 <= 2 ms at 250 signups/s")] is False
+    assert verdicts[("M1", "p99 <= 8 ms at 250 signups/s")] is True
+    assert verdicts[("M2", "burst fully profiled within 2x the ideal batched SQL")] is False
+    assert verdicts[("M3", "ours (publisher+worker running) >= 0.75x no-trigger at 32 clients")] is True
+    assert verdicts[("M4", "chat fast path adds 0 round trips")] is True
+    assert verdicts[("M6", ">= 1,000 profiles/s per worker process")] is False
+
+
+def test_targets_skip_what_was_not_measured() -> None:
+    assert report.targets({"meta": {}}) == []
+
+
+def test_markdown_and_files(tmp_path: Path) -> None:
+    results = _results()
+    results["targets"] = report.targets(results)
+    text = report.markdown(results)
+    assert "| ours_live | 800 (0.80x) |" in text
+    assert "| ours | 100 | 8 | 1.00 | 3.00 | 3.00 |" in text
+    assert "NOT met" in text
+    path = report.write(results, tmp_path)
+    assert path.read_text().startswith("# profilesync benchmark (quick run")
+    assert json.loads((tmp_path / "latest.json").read_text())["M6"]["batched"]["users"] == 10
+
+
+def test_parse_tps() -> None:
+    assert parse_tps(PGBENCH_OUTPUT) == pytest.approx(19876.54321)
+    with pytest.raises(ValueError):
+        parse_tps("pgbench: error")
+
+
+def test_cli_arguments() -> None:
+    args = parse_args(["--quick", "--only", "M3", "M6"])
+    assert args.quick and args.only == ["M3", "M6"]
+    assert parse_args([]).only == ["M1", "M2", "M3", "M4", "M5", "M6"]
+    with pytest.raises(SystemExit):
+        parse_args(["--only", "M9"])
+
+
+def test_counting_redis_counts_a_pipeline_as_one_round_trip() -> None:
+    client, counter = counting_redis(
+        "redis://localhost:6379/0", base=fakeredis.FakeRedisConnection, server=fakeredis.FakeServer()
+    )
+    client.set("a", 1)  # connects: the handshake's requests count too
+    counter.count = 0
+    with client.pipeline() as pipe:
+        pipe.set("b", 2).set("c", 3).get("a")
+        pipe.execute()
+    assert counter.count == 1
+    assert client.get("c") == b"3"
+    assert counter.count == 2

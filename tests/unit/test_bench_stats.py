@@ -1,0 +1,54 @@
+import pytest
+
+from bench.schedule import open_loop_offsets, split
+from bench.stats import percentile, rate, ratio, summary_ms
+
+
+def test_percentile_interpolates_between_closest_ranks() -> None:
+    values = [4.0, 1.0, 3.0, 2.0]
+    assert percentile(values, 0) == 1.0
+    assert percentile(values, 100) == 4.0
+    assert percentile(values, 50) == 2.5
+    assert percentile([7.0], 99) == 7.0
+
+
+def test_percentile_rejects_nothing_and_out_of_range() -> None:
+    with pytest.raises(ValueError):
+        percentile([], 50)
+    with pytest.raises(ValueError):
+        percentile([1.0], 101)
+
+
+def test_summary_is_in_milliseconds() -> None:
+    summary = summary_ms([0.001] * 99 + [0.1])
+    assert summary == {"n": 100.0, "p50_ms": 1.0, "p99_ms": 1.99, "max_ms": 100.0}
+
+
+def test_rate_and_ratio() -> None:
+    assert rate(500, 2.0) == 250.0
+    with pytest.raises(ValueError):
+        rate(1, 0)
+    assert ratio(75, 100) == 0.75
+    assert ratio(1, 0) is None
+
+
+def test_open_loop_senders_share_one_fixed_schedule() -> None:
+    merged = sorted(t for i in range(3) for t in open_loop_offsets(250, 2, 3, i))
+    assert len(merged) == 500
+    assert merged == [slot / 250 for slot in range(500)]
+    assert open_loop_offsets(250, 2, 3, 1)[:2] == [1 / 250, 4 / 250]
+
+
+def test_open_loop_rejects_bad_shapes() -> None:
+    with pytest.raises(ValueError):
+        open_loop_offsets(0, 1, 1, 0)
+    with pytest.raises(ValueError):
+        open_loop_offsets(10, 1, 2, 2)
+
+
+def test_split_spreads_the_remainder() -> None:
+    assert split(5000, 8) == [625] * 8
+    assert split(10, 3) == [4, 3, 3]
+    assert sum(split(7, 10)) == 7
+    with pytest.raises(ValueError):
+        split(1, 0)
