@@ -24,8 +24,10 @@ from profilesync.queueing import connect_redis, enqueue_plans, profiles_queue
 from publisher.planning import flatten, next_backoff, plan_jobs, valid_payload
 
 CHANNEL = "profile_sync_signup"
-# After a drain that found events, poll every LINGER_POLL seconds until LINGER_QUIET seconds pass without any.
+# After a drain that found events, poll every LINGER_POLL seconds until LINGER_QUIET seconds pass without any;
+# every BACKLOG_POLL seconds while a job waits in the queue (workers are behind: latency is theirs anyway).
 LINGER_POLL = 0.0005
+BACKLOG_POLL = 0.005
 LINGER_QUIET = 0.05
 _LIVE_JOB_STATES = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
 
@@ -144,9 +146,12 @@ class Publisher:
         """
         queue_key = profiles_queue(redis_conn).key
         quiet_since = time.monotonic()
-        while not self.stop.wait(LINGER_POLL) and time.monotonic() < until:
+        poll = LINGER_POLL
+        while not self.stop.wait(poll) and time.monotonic() < until:
+            poll = LINGER_POLL
             if redis_conn.llen(queue_key) > 0:
                 quiet_since = time.monotonic()
+                poll = BACKLOG_POLL
             elif work.execute(_PENDING).fetchone():
                 quiet_since = time.monotonic()
                 self.drain(work, redis_conn)
