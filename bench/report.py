@@ -19,9 +19,12 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         found.append({"metric": metric, "target": target, "measured": measured, "met": met})
 
     m3 = results.get("M3")
+    if m3 and "32" in m3["ratio_vs_plain"].get("ours_busy", {}):
+        busy = m3["ratio_vs_plain"]["ours_busy"]["32"]
+        add("M3", "our trigger (publisher not idle) >= 0.75x no trigger, 32 clients", busy, busy >= 0.75)
     if m3 and "32" in m3["ratio_vs_plain"].get("ours_live", {}):
         live = m3["ratio_vs_plain"]["ours_live"]["32"]
-        add("M3", "ours (publisher+worker running) >= 0.75x no-trigger at 32 clients", live, live >= 0.75)
+        add("M3", "same, publisher+worker running on the same cores", live, live >= 0.75)
     m1 = results.get("M1", {}).get("ours", {}).get("250")
     if m1:
         add("M1", "p50 <= 2 ms at 250 signups/s", m1["p50_ms"], m1["p50_ms"] <= 2)

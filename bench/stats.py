@@ -23,7 +23,7 @@ def percentile(values: Sequence[float], q: float) -> float:
 def summary_ms(seconds: Sequence[float]) -> dict[str, float]:
     """p50 / p99 / max in milliseconds, rounded to 0.01 ms, and the sample count."""
     return {
-        "n": float(len(seconds)),
+        "n": len(seconds),
         "p50_ms": round(percentile(seconds, 50) * 1000, 2),
         "p99_ms": round(percentile(seconds, 99) * 1000, 2),
         "max_ms": round(max(seconds) * 1000, 2),

@@ -33,8 +33,8 @@ def _results() -> dict[str, Any]:
         },
         "M3": {
             "seconds_per_point": 2,
-            "tps": {"plain": {"32": 1000.0}, "ours_live": {"32": 800.0}},
-            "ratio_vs_plain": {"plain": {"32": 1.0}, "ours_live": {"32": 0.8}},
+            "tps": {"plain": {"32": 1000.0}, "ours_busy": {"32": 700.0}, "ours_live": {"32": 800.0}},
+            "ratio_vs_plain": {"plain": {"32": 1.0}, "ours_busy": {"32": 0.7}, "ours_live": {"32": 0.8}},
         },
         "M4": {
             "calls": 5,
@@ -59,7 +59,8 @@ def test_targets_are_judged_from_the_figures() -> None:
     assert verdicts[("M1", "p50 <= 2 ms at 250 signups/s")] is False
     assert verdicts[("M1", "p99 <= 8 ms at 250 signups/s")] is True
     assert verdicts[("M2", "burst fully profiled within 2x the ideal batched SQL")] is False
-    assert verdicts[("M3", "ours (publisher+worker running) >= 0.75x no-trigger at 32 clients")] is True
+    assert verdicts[("M3", "our trigger (publisher not idle) >= 0.75x no trigger, 32 clients")] is False
+    assert verdicts[("M3", "same, publisher+worker running on the same cores")] is True
     assert verdicts[("M4", "chat fast path adds 0 round trips")] is True
     assert verdicts[("M6", ">= 1,000 profiles/s per worker process")] is False
 

@@ -21,7 +21,7 @@ def test_percentile_rejects_nothing_and_out_of_range() -> None:
 
 def test_summary_is_in_milliseconds() -> None:
     summary = summary_ms([0.001] * 99 + [0.1])
-    assert summary == {"n": 100.0, "p50_ms": 1.0, "p99_ms": 1.99, "max_ms": 100.0}
+    assert summary == {"n": 100, "p50_ms": 1.0, "p99_ms": 1.99, "max_ms": 100.0}
 
 
 def test_rate_and_ratio() -> None:
