@@ -25,9 +25,10 @@ SIGNUP_CHANNEL = "profile_sync_signup"  # the publisher's wake-up channel (publi
 # A user needs a backfill when it is live, has no profile and no outbox row. Failed rows are `profilesync
 # replay`'s business: recording them again would only fail again.
 # Two literal statements (not one with `OR $1 IS NULL`) so both can walk the primary key index.
-_FIRST_CHUNK = """
+_CHUNK = """
 WITH batch AS (
   SELECT u.id, u.deleted_at FROM auth.users u
+  {after}
   ORDER BY u.id
   LIMIT %(limit)s
 ), inserted AS (
@@ -44,26 +45,8 @@ SELECT (SELECT b.id FROM batch b ORDER BY b.id DESC LIMIT 1),
        (SELECT count(*) FROM inserted),
        (SELECT i.user_id FROM inserted i LIMIT 1)
 """
-_NEXT_CHUNK = """
-WITH batch AS (
-  SELECT u.id, u.deleted_at FROM auth.users u
-  WHERE u.id > %(after)s
-  ORDER BY u.id
-  LIMIT %(limit)s
-), inserted AS (
-  INSERT INTO profile_sync.signup_events (user_id)
-  SELECT b.id FROM batch b
-  WHERE b.deleted_at IS NULL
-    AND NOT EXISTS (SELECT 1 FROM public.user_profiles p WHERE p.id = b.id)
-    AND NOT EXISTS (SELECT 1 FROM profile_sync.signup_events e WHERE e.user_id = b.id)
-  ORDER BY b.id
-  RETURNING user_id
-)
-SELECT (SELECT b.id FROM batch b ORDER BY b.id DESC LIMIT 1),
-       (SELECT count(*) FROM batch),
-       (SELECT count(*) FROM inserted),
-       (SELECT i.user_id FROM inserted i LIMIT 1)
-"""
+_FIRST_CHUNK = _CHUNK.format(after="")
+_NEXT_CHUNK = _CHUNK.format(after="WHERE u.id > %(after)s")
 _CANDIDATES = """
 SELECT count(*) FROM auth.users b
 WHERE b.deleted_at IS NULL
