@@ -39,7 +39,7 @@ def _create(conn: psycopg.Connection[Any], user_ids: list[uuid.UUID], outcome: O
         if is_transient(exc) or conn.broken:
             raise
         if len(user_ids) == 1:
-            outcome.failed.append((user_ids[0], f"{type(exc).__name__}: {exc}"[:500]))
+            outcome.failed.append((user_ids[0], describe(exc)))
             return
         middle = len(user_ids) // 2
         _create(conn, user_ids[:middle], outcome)
@@ -48,6 +48,16 @@ def _create(conn: psycopg.Connection[Any], user_ids: list[uuid.UUID], outcome: O
     assert row is not None
     outcome.created += row[0]
     outcome.missing += row[1]
+
+
+def describe(exc: psycopg.Error) -> str:
+    """The error's class and primary message, e.g. the violated constraint's name.
+
+    Not str(exc): its DETAIL quotes the failing row (the user's email, name), which ends up in logs, in the
+    failed RQ job and in signup_events.last_error.
+    """
+    primary = exc.diag.message_primary or str(exc).partition("\n")[0]
+    return f"{type(exc).__name__}: {primary}"[:500]
 
 
 def mark_failed(conn: psycopg.Connection[Any], user_id: uuid.UUID, error: str) -> None:
