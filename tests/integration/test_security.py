@@ -175,6 +175,7 @@ def test_the_roles_hold_exactly_the_grants_they_need(conn: Conn, role: str) -> N
 _FORBIDDEN = [
     "INSERT INTO auth.users (id) VALUES (gen_random_uuid())",
     "SELECT count(*) FROM auth.users",
+    "SELECT rolpassword FROM pg_catalog.pg_authid",
     "SELECT count(*) FROM public.user_profiles",
     "SELECT count(*) FROM public.chat_conversations",
     "INSERT INTO public.user_profiles (id) VALUES (gen_random_uuid())",
