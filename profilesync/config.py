@@ -61,6 +61,12 @@ class Settings(BaseSettings):
     job_retries: int = Field(default=5, ge=0, description="retries for transient job failures")
     job_timeout: int = Field(default=300, ge=1)
     failure_ttl: int = Field(default=30 * 24 * 3600, ge=60, description="seconds failed jobs stay replayable")
+    worker_maintenance_interval: int = Field(
+        default=60,
+        ge=1,
+        description="seconds between a worker's RQ maintenance passes: retry jobs of killed workers, take "
+        "over a dead worker's scheduler (RQ's default is 600)",
+    )
 
     # chat
     chat_wait_timeout: float = Field(default=5.0, ge=0, description="seconds to wait for a profile")
