@@ -1,0 +1,187 @@
+"""The fault suite's own servers and processes: servers it may restart or flush, real `profilesync` children.
+
+Never the machine's shared PostgreSQL / Redis: a FLUSHALL or restart there would break everyone else.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import redis
+
+from profilesync.embedded import EmbeddedPostgres, EmbeddedRedis
+from tests.harness import count
+from tests.servers import DatabaseFactory
+
+# Short timers for the children so every recovery path runs within seconds (production defaults in config.py).
+SAFETY_INTERVAL = 0.5
+REDELIVER_AFTER = 3.0
+RECONNECT_MAX_DELAY = 1.0
+JOB_TIMEOUT = 5  # a SimpleWorker's started-registry entry expires JOB_TIMEOUT + 60 s after the job started
+WORKER_MAINTENANCE_INTERVAL = 5
+RETRY_FIRST_INTERVAL = 2  # queueing.RETRY_INTERVALS[0]
+# Worst case for a killed worker's job: its registry entry expires, the next maintenance pass of a live worker
+# retries it (taking over the dead worker's scheduler lock, which expires 61 s after its last heartbeat), the
+# scheduler enqueues the retry, a worker runs it.
+WORKER_KILL_BOUND = JOB_TIMEOUT + 60 + WORKER_MAINTENANCE_INTERVAL + RETRY_FIRST_INTERVAL + 15
+
+
+@dataclass
+class Servers:
+    """One PostgreSQL cluster (durable: a restart keeps the data) and one Redis, owned by the session."""
+
+    postgres: EmbeddedPostgres
+    redis: EmbeddedRedis
+    databases: DatabaseFactory
+
+
+@contextmanager
+def start_servers() -> Iterator[Servers]:
+    with EmbeddedPostgres(durable=True) as postgres, EmbeddedRedis() as redis_server:
+        factory = DatabaseFactory(postgres.url)
+        try:
+            yield Servers(postgres, redis_server, factory)
+        finally:
+            factory.close()
+
+
+# Audit of the profile table, in a test-only schema. `inserts`: every profile row actually inserted, in a
+# table without a key, so a profile created twice shows up even if it was deleted in between (user_profiles'
+# primary key alone would hide that). `attempts`: every row a committed create_profiles proposed (BEFORE
+# INSERT fires before ON CONFLICT decides), so redundant runs of a user's job show up: at-least-once delivery.
+AUDIT = """
+CREATE SCHEMA faults_audit;
+CREATE TABLE faults_audit.inserts (user_id uuid NOT NULL);
+CREATE TABLE faults_audit.attempts (user_id uuid NOT NULL);
+CREATE FUNCTION faults_audit.log_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO faults_audit.inserts (user_id) VALUES (NEW.id);
+  RETURN NULL;
+END
+$$;
+CREATE FUNCTION faults_audit.log_attempt() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO faults_audit.attempts (user_id) VALUES (NEW.id);
+  RETURN NEW;
+END
+$$;
+CREATE TRIGGER faults_audit_insert AFTER INSERT ON public.user_profiles
+  FOR EACH ROW EXECUTE FUNCTION faults_audit.log_insert();
+CREATE TRIGGER faults_audit_attempt BEFORE INSERT ON public.user_profiles
+  FOR EACH ROW EXECUTE FUNCTION faults_audit.log_attempt();
+"""
+
+
+def child_env(database_url: str, redis_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "LISTEN_DATABASE_URL"}
+    env.update(
+        {
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "PROFILESYNC_SAFETY_INTERVAL": str(SAFETY_INTERVAL),
+            "PROFILESYNC_REDELIVER_AFTER": str(REDELIVER_AFTER),
+            "PROFILESYNC_RECONNECT_MAX_DELAY": str(RECONNECT_MAX_DELAY),
+            "PROFILESYNC_JOB_TIMEOUT": str(JOB_TIMEOUT),
+            "PROFILESYNC_WORKER_MAINTENANCE_INTERVAL": str(WORKER_MAINTENANCE_INTERVAL),
+            "PROFILESYNC_LOG_FORMAT": "json",
+            "PROFILESYNC_LOG_LEVEL": "INFO",
+        }
+    )
+    return env
+
+
+@dataclass
+class Processes:
+    """`profilesync publisher` / `worker` children, each in its own process group.
+
+    `kill9` SIGKILLs the whole group, like a container being killed: a worker's forked RQ scheduler dies too.
+    """
+
+    env: dict[str, str]
+    logdir: Path
+    running: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    started: int = 0
+
+    def start(self, name: str, *args: str) -> None:
+        assert name not in self.running, f"{name} already running"
+        self.started += 1
+        log = self.logdir / f"{self.started:02d}-{name}.log"
+        with log.open("wb") as sink:
+            self.running[name] = subprocess.Popen(
+                [sys.executable, "-m", "profilesync.cli", *args],
+                env=self.env,
+                stdout=sink,
+                stderr=sink,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+
+    def kill9(self, name: str) -> None:
+        process = self.running.pop(name)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+    def dead(self) -> dict[str, int | None]:
+        """Children that exited on their own (a crash): name → exit code."""
+        return {name: p.returncode for name, p in self.running.items() if p.poll() is not None}
+
+    def stop(self) -> dict[str, int | None]:
+        """SIGTERM every child (their clean shutdown path), SIGKILL what is left after 15 s."""
+        for process in self.running.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        codes: dict[str, int | None] = {}
+        for name, process in self.running.items():
+            try:
+                codes[name] = process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+                codes[name] = None
+        self.running.clear()
+        return codes
+
+    def logs(self, pattern: str = "*") -> str:
+        return "".join(p.read_text(errors="replace") for p in sorted(self.logdir.glob(f"*-{pattern}.log")))
+
+
+@dataclass
+class Target:
+    """One test's database (cloned from the migrated template, audited) on the suite's servers."""
+
+    servers: Servers
+    database_url: str
+    redis_url: str
+    redis: redis.Redis
+    procs: Processes
+    _conn: psycopg.Connection[Any] | None = None
+
+    @property
+    def conn(self) -> psycopg.Connection[Any]:
+        """The test's own connection, reopened after a PostgreSQL restart broke it."""
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = psycopg.connect(self.database_url, autocommit=True)
+        return self._conn
+
+    def count(self, query: str, params: tuple[Any, ...] = ()) -> int:
+        try:
+            return count(self.conn, query, params)
+        except psycopg.OperationalError:  # the connection died with a PostgreSQL restart: once more, anew
+            return count(self.conn, query, params)
+
+    def publisher_idle(self) -> bool:
+        return self.count("SELECT count(*) FROM profile_sync.publishers WHERE idle") >= 1
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self.redis.close()

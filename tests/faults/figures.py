@@ -1,0 +1,104 @@
+"""What each fault scenario measured, checked in SQL, and the table printed at the end of the run."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from tests.faults.cluster import Target
+from tests.harness import wait_for
+
+LOST = """
+SELECT count(*) FROM auth.users u
+WHERE u.deleted_at IS NULL AND NOT EXISTS (SELECT 1 FROM public.user_profiles p WHERE p.id = u.id)
+"""
+DUPLICATED = "SELECT count(*) - count(DISTINCT user_id) FROM faults_audit.inserts"
+REDUNDANT = "SELECT count(*) - count(DISTINCT user_id) FROM faults_audit.attempts"
+OUTBOX = "SELECT count(*) FROM profile_sync.signup_events WHERE failed_at IS NULL"
+
+
+@dataclass(frozen=True)
+class State:
+    profiles: int
+    lost: int
+    duplicated: int
+    redundant: int
+    outbox: int
+
+    @property
+    def settled(self) -> bool:
+        """Every live user has a profile and every signup event was retired."""
+        return self.lost == 0 and self.outbox == 0
+
+
+def state(target: Target) -> State:
+    return State(
+        profiles=target.count("SELECT count(*) FROM public.user_profiles"),
+        lost=target.count(LOST),
+        duplicated=target.count(DUPLICATED),
+        redundant=target.count(REDUNDANT),
+        outbox=target.count(OUTBOX),
+    )
+
+
+@dataclass(frozen=True)
+class Row:
+    scenario: str
+    signups: int
+    faults: str
+    state: State
+    recovery_s: float
+
+
+ROWS: list[Row] = []
+
+HEADER = (
+    "scenario",
+    "signups",
+    "faults injected",
+    "profiles",
+    "lost",
+    "duplicated",
+    "redundant runs",
+    "recovery s",
+)
+
+
+def record(row: Row) -> None:
+    ROWS.append(row)
+
+
+def table(rows: list[Row]) -> str:
+    """A markdown table, one line per scenario."""
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "|".join(["---", "---:", "---"] + ["---:"] * 5) + "|"]
+    for r in rows:
+        cells = (
+            r.scenario,
+            f"{r.signups:,}",
+            r.faults,
+            f"{r.state.profiles:,}",
+            str(r.state.lost),
+            str(r.state.duplicated),
+            str(r.state.redundant),
+            f"{r.recovery_s:.1f}",
+        )
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def settle(target: Target, since: float, bound: float) -> tuple[State, float]:
+    """Wait (at most `bound` s) until every user has a profile and the outbox is empty; s since `since`."""
+    settled = wait_for(lambda: state(target).settled, timeout=bound, interval=0.1)
+    elapsed = time.monotonic() - since
+    now = state(target)
+    assert settled, f"not recovered within {bound}s: {now}\n{target.procs.logs()[-3000:]}"
+    return now, elapsed
+
+
+def finish(target: Target, row: Row) -> None:
+    """Record the row; the children must all still be alive (no crash) and stop cleanly on SIGTERM."""
+    assert target.procs.dead() == {}, target.procs.logs()[-3000:]
+    codes = target.procs.stop()
+    assert set(codes.values()) == {0}, (codes, target.procs.logs()[-3000:])
+    assert row.state.lost == 0 and row.state.duplicated == 0, row
+    record(row)

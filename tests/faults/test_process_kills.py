@@ -1,0 +1,71 @@
+"""kill -9 of the real publisher and worker: nothing lost, nothing created twice, bounded recovery."""
+
+from __future__ import annotations
+
+import time
+
+import psycopg
+import pytest
+from rq.registry import StartedJobRegistry
+
+from profilesync.queueing import profiles_queue
+from tests.faults.cluster import WORKER_KILL_BOUND, Target
+from tests.faults.figures import Row, finish, settle
+from tests.faults.load import Burst
+from tests.harness import bulk_signup, wait_for
+
+pytestmark = pytest.mark.faults
+
+BURST = 5000
+
+
+def test_publisher_killed_mid_burst_loses_and_duplicates_nothing(target: Target) -> None:
+    procs = target.procs
+    procs.start("publisher", "publisher")
+    procs.start("worker-1", "worker")
+    procs.start("worker-2", "worker")
+    assert wait_for(target.publisher_idle)
+    burst = Burst(target.database_url, BURST, marks=(1500, 3500))
+    burst.start()
+    killed_at = 0.0
+    for mark in burst.reached:
+        assert burst.reached[mark].wait(60)
+        procs.kill9("publisher")  # whatever it was doing: claiming, enqueueing, marking
+        killed_at = time.monotonic()
+        assert burst.committed < BURST, "the burst ended before the kill"
+        procs.start("publisher", "publisher")
+    assert burst.finish() == BURST
+    state, recovery = settle(target, since=killed_at, bound=60)
+    assert state.profiles == BURST
+    assert target.count("SELECT count(*) FROM profile_sync.publishers") == 1  # the dead ones were forgotten
+    finish(target, Row("kill -9 publisher mid-burst, restart", BURST, "2 x SIGKILL", state, recovery))
+
+
+def test_worker_killed_mid_batch_has_its_job_retried_and_completed(target: Target) -> None:
+    procs = target.procs
+    procs.start("publisher", "publisher")
+    procs.start("worker-1", "worker")
+    assert wait_for(target.publisher_idle)
+    started = StartedJobRegistry(queue=profiles_queue(target.redis))
+    with psycopg.connect(target.database_url) as blocker:
+        # Hold the worker inside its first batch: its INSERT waits on this lock, so the kill lands mid-batch.
+        blocker.execute("LOCK TABLE public.user_profiles IN SHARE MODE")
+        bulk_signup(target.conn, 1000)
+        assert wait_for(
+            lambda: (
+                started.count == 1
+                and target.count(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE application_name = 'profilesync-worker' AND wait_event_type = 'Lock'"
+                )
+                == 1
+            )
+        )
+        procs.kill9("worker-1")
+        killed_at = time.monotonic()
+        procs.start("worker-2", "worker")
+        blocker.rollback()  # the dead worker's backend then fails to answer and rolls its batch back
+    state, recovery = settle(target, since=killed_at, bound=WORKER_KILL_BOUND)
+    assert state.profiles == 1000
+    assert started.count == 0
+    finish(target, Row("kill -9 worker mid-batch, restart", 1000, "1 x SIGKILL", state, recovery))
