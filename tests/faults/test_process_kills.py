@@ -9,6 +9,7 @@ import pytest
 from rq.registry import StartedJobRegistry
 
 from profilesync.queueing import profiles_queue
+from tests.faults import figures
 from tests.faults.cluster import WORKER_KILL_BOUND, Target
 from tests.faults.figures import Row, finish, settle
 from tests.faults.load import Burst
@@ -17,6 +18,7 @@ from tests.harness import bulk_signup, wait_for
 pytestmark = pytest.mark.faults
 
 BURST = 5000
+PENDING = "SELECT count(*) FROM profile_sync.signup_events WHERE enqueued_at IS NULL"
 
 
 def test_publisher_killed_mid_burst_loses_and_duplicates_nothing(target: Target) -> None:
@@ -69,3 +71,51 @@ def test_worker_killed_mid_batch_has_its_job_retried_and_completed(target: Targe
     assert state.profiles == 1000
     assert started.count == 0
     finish(target, Row("kill -9 worker mid-batch, restart", 1000, "1 x SIGKILL", state, recovery))
+
+
+# Holds the publisher between "Redis has the jobs" and "events marked enqueued" while the test holds the lock.
+GATE = """
+CREATE FUNCTION faults_audit.gate() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pg_advisory_xact_lock_shared(4242);
+  RETURN NEW;
+END
+$$;
+CREATE TRIGGER faults_gate BEFORE UPDATE OF enqueued_at ON profile_sync.signup_events
+  FOR EACH ROW EXECUTE FUNCTION faults_audit.gate();
+"""
+
+
+def test_publisher_killed_after_enqueue_before_commit_redelivers_and_changes_nothing(target: Target) -> None:
+    users = 500
+    target.conn.execute(GATE)
+    target.conn.execute("SELECT pg_advisory_lock(4242)")
+    procs = target.procs
+    procs.start("publisher", "publisher")
+    bulk_signup(target.conn, users)
+    queue = profiles_queue(target.redis)
+    assert wait_for(
+        lambda: (
+            queue.count >= 1
+            and target.count(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE application_name = 'profilesync-publisher' AND wait_event_type = 'Lock'"
+            )
+            == 1
+        )
+    )
+    first_jobs = queue.count
+    procs.kill9("publisher")  # its jobs are in Redis, its events not marked: the transaction never commits
+    killed_at = time.monotonic()
+    target.conn.execute("SELECT pg_advisory_unlock(4242)")
+    procs.start("publisher", "publisher")
+    assert wait_for(lambda: target.count(PENDING) == 0)
+    assert queue.count == 2 * first_jobs  # every user's job is in Redis twice now
+    procs.start("worker-1", "worker")
+    state, recovery = settle(target, since=killed_at, bound=30)
+    assert wait_for(lambda: queue.count == 0 and queue.started_job_registry.count == 0)
+    state = figures.state(target)
+    assert state.profiles == users
+    assert state.redundant == users  # both copies ran; the second changed nothing
+    faults = "1 x SIGKILL after enqueue, before commit"
+    finish(target, Row("kill -9 publisher between Redis and commit", users, faults, state, recovery))
