@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from profilesync.queueing import profiles_queue
 from tests.faults.cluster import Target
 from tests.harness import wait_for
 
@@ -95,10 +96,22 @@ def settle(target: Target, since: float, bound: float) -> tuple[State, float]:
     return now, elapsed
 
 
-def finish(target: Target, row: Row) -> None:
-    """Record the row; the children must all still be alive (no crash) and stop cleanly on SIGTERM."""
+def quiet(target: Target) -> bool:
+    """No job queued, running or waiting for a retry: every delivery, redundant or not, has run."""
+    queue = profiles_queue(target.redis)
+    registries = (queue.started_job_registry, queue.scheduled_job_registry)
+    return queue.count == 0 and all(registry.count == 0 for registry in registries)
+
+
+def finish(target: Target, row: Row) -> State:
+    """Record the row, measured once every job ran; the children must all still be alive (no crash) and
+    stop cleanly on SIGTERM. Returns the final state."""
+    assert wait_for(lambda: quiet(target), timeout=30), "jobs still queued or running"
+    final = state(target)
+    assert final.settled, final
     assert target.procs.dead() == {}, target.procs.logs()[-3000:]
     codes = target.procs.stop()
     assert set(codes.values()) == {0}, (codes, target.procs.logs()[-3000:])
-    assert row.state.lost == 0 and row.state.duplicated == 0, row
-    record(row)
+    assert final.lost == 0 and final.duplicated == 0, final
+    record(replace(row, state=final))
+    return final

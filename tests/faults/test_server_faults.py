@@ -45,14 +45,17 @@ def test_redis_flushall_and_restart_mid_burst_still_give_every_user_a_profile(ta
     finish(target, Row("Redis FLUSHALL + restart mid-burst", BURST, "FLUSHALL, restart", state, recovery))
 
 
-def test_postgres_restart_mid_burst_publisher_reconnects_and_drains(target: Target) -> None:
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+def test_postgres_restart_mid_burst_publisher_reconnects_and_drains(target: Target, mode: str) -> None:
     _start_pipeline(target)
     burst = Burst(target.database_url, BURST, marks=(2000,))
     burst.start()
     assert burst.reached[2000].wait(60)
     assert burst.committed < BURST, "the burst ended before the restart"
     restarted_at = time.monotonic()  # recovery counts the outage itself
-    target.servers.postgres.restart()  # fast shutdown: every session terminated, in-flight jobs fail
+    # fast: every session terminated, in-flight jobs fail; immediate: a crash, the start runs WAL recovery
+    target.servers.postgres.stop(mode)
+    target.servers.postgres.start()
     burst.finish()
     signups = target.count(
         "SELECT count(*) FROM auth.users"
@@ -62,7 +65,10 @@ def test_postgres_restart_mid_burst_publisher_reconnects_and_drains(target: Targ
     assert state.profiles == signups
     assert target.count(LISTENERS) == 1  # listening again
     assert "publisher connection lost; reconnecting" in target.procs.logs("publisher")
-    finish(target, Row("PostgreSQL restart mid-burst", signups, "fast restart", state, recovery))
+    finish(
+        target,
+        Row(f"PostgreSQL {mode} restart mid-burst", signups, f"stop -m {mode}, start", state, recovery),
+    )
 
 
 def test_terminated_listen_connection_is_reopened_and_relistened(target: Target) -> None:
