@@ -59,7 +59,11 @@ class Settings(BaseSettings):
 
     # worker / jobs
     job_retries: int = Field(default=5, ge=0, description="retries for transient job failures")
-    job_timeout: int = Field(default=300, ge=1)
+    job_timeout: int = Field(
+        default=60,
+        ge=1,
+        description="seconds a job may run (a batch takes tens of ms); also bounds a killed worker's recovery",
+    )
     failure_ttl: int = Field(default=30 * 24 * 3600, ge=60, description="seconds failed jobs stay replayable")
     worker_maintenance_interval: int = Field(
         default=60,
