@@ -9,12 +9,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bench import baselines, chatcost, latency, rates, report, throughput
+from bench.cpu import OtherLoad
 from bench.servers import servers
 from profilesync.logs import configure
 
 METRICS = ("M1", "M2", "M3", "M4", "M5", "M6")
 LATENCY_SCENARIOS = {
     "ours": "",
+    "ours_nolinger": "",
     "ideal": "",
     "naive": baselines.NAIVE_SQL,
     "supabase": baselines.SUPABASE_SQL,
@@ -39,14 +41,18 @@ def run(only: list[str], quick: bool) -> dict[str, Any]:
             "mode": "quick" if quick else "full",
             "started": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "cpus": os.cpu_count(),
+            "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
             "servers": "env" if os.environ.get("BENCH_DATABASE_URL") else "embedded (fsync on)",
         }
     }
     with servers() as found:
+        results["meta"].update(found.versions())
+        other_load = OtherLoad([os.getpid(), *found.server_pids()])
         if "M1" in only or "M2" in only:
             plan = latency.LatencyPlan(
                 rates=(5.0, 100.0, 250.0) if "M1" in only else (),
                 duration=3.0 if quick else 10.0,
+                idle_seconds=2.0 if quick else 6.0,
                 senders=4,
                 burst=(1000 if quick else 5000) if "M2" in only else 0,
                 burst_clients=8,
@@ -59,13 +65,15 @@ def run(only: list[str], quick: bool) -> dict[str, Any]:
                         results.setdefault(metric, {})[scenario] = value
                 print(f"{scenario}: {measured}", flush=True)
         if "M3" in only:
-            results["M3"] = throughput.measure(found, (1, 8, 32), 2 if quick else 6)
+            results["M3"] = throughput.measure(found, (1, 8, 32), 2 if quick else 5, 1 if quick else 2)
         if "M5" in only or "M6" in only:
             results.update(rates.measure(found, 5000 if quick else 20000, 500 if quick else 3000))
         if "M4" in only:
             results["M4"] = chatcost.measure(found, 100 if quick else 1000)
+        results["meta"]["cpu_cores_during_run"] = other_load.cores()
     results["targets"] = report.targets(results)
     results["meta"]["seconds"] = round(time.monotonic() - started, 1)
+    results["meta"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     return results
 
 

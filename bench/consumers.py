@@ -15,10 +15,13 @@ import psycopg
 import redis
 from rq.worker import Worker
 
-from bench.baselines import run_ideal, run_naive
+from bench.baselines import run_ideal, run_naive, run_no_linger
+from bench.cpu import CpuProbe
 
 # Scenarios whose profiles are created by something outside the signup transaction.
-ASYNC_SCENARIOS = ("ours", "naive", "ideal")
+ASYNC_SCENARIOS = ("ours", "ours_nolinger", "naive", "ideal")
+# application_name of the consumers' PostgreSQL connections (their backends' CPU counts as theirs).
+BACKEND_NAMES = ("profilesync-listen", "profilesync-publisher", "profilesync-worker", "bench-naive")
 
 
 def _wait(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
@@ -56,19 +59,27 @@ def _worker_ready(redis_url: str) -> bool:
         return int(Worker.count(connection=conn)) >= 1
 
 
+def _registered(database_url: str) -> bool:
+    return bool(_scalar(database_url, "SELECT count(*) FROM profile_sync.publishers"))
+
+
 @contextmanager
-def running(scenario: str, database_url: str, redis_url: str) -> Iterator[None]:
-    """Start the scenario's consumers (publisher, worker), wait until they are ready; stop them after."""
+def running(scenario: str, database_url: str, redis_url: str) -> Iterator[CpuProbe]:
+    """Start the scenario's consumers (publisher, worker), wait until they are ready; stop them after.
+
+    Yields a probe of their CPU use (processes, their PostgreSQL backends, Redis).
+    """
     ctx = multiprocessing.get_context("spawn")
     children: list[subprocess.Popen[bytes]] = []
     helpers: list[multiprocessing.process.BaseProcess] = []
     try:
         if scenario == "ours":
             children.append(_cli("publisher", database_url, redis_url))
-            _wait(
-                lambda: bool(_scalar(database_url, "SELECT count(*) FROM profile_sync.publishers")),
-                "publisher",
-            )
+            _wait(lambda: _registered(database_url), "publisher")
+        elif scenario == "ours_nolinger":
+            helpers.append(ctx.Process(target=run_no_linger, args=(database_url, redis_url)))
+            helpers[-1].start()
+            _wait(lambda: _registered(database_url), "publisher without linger")
         elif scenario == "naive":
             ready = ctx.Event()
             helpers.append(ctx.Process(target=run_naive, args=(database_url, redis_url, ready)))
@@ -78,13 +89,12 @@ def running(scenario: str, database_url: str, redis_url: str) -> Iterator[None]:
         elif scenario == "ideal":
             helpers.append(ctx.Process(target=run_ideal, args=(database_url, redis_url)))
             helpers[-1].start()
-            _wait(
-                lambda: bool(_scalar(database_url, "SELECT count(*) FROM profile_sync.publishers")), "ideal"
-            )
-        if scenario in ("ours", "naive"):
+            _wait(lambda: _registered(database_url), "ideal")
+        if scenario in ("ours", "ours_nolinger", "naive"):
             children.append(_cli("worker", database_url, redis_url))
             _wait(lambda: _worker_ready(redis_url), "worker")
-        yield
+        pids = [child.pid for child in children] + [helper.pid for helper in helpers if helper.pid]
+        yield CpuProbe(database_url, redis_url, pids, BACKEND_NAMES)
     finally:
         for child in children:
             child.terminate()
@@ -103,3 +113,11 @@ def wait_for_profiles(database_url: str, tag: str, timeout: float = 300.0) -> No
         WHERE u.email LIKE '{tag}-%' AND p.id IS NULL
     """  # noqa: S608 -- tag is ours
     _wait(lambda: _scalar(database_url, query) == 0, f"profiles of {tag}", timeout)
+
+
+def wait_for_backlog(database_url: str, timeout: float = 300.0) -> int:
+    """Signups still without a profile now; then wait until the consumers have caught up with them all."""
+    query = "SELECT count(*) FROM profile_sync.signup_events"
+    backlog = int(_scalar(database_url, query))
+    _wait(lambda: _scalar(database_url, query) == 0, "the backlog to clear", timeout)
+    return backlog

@@ -6,6 +6,7 @@ user's `created_at` (the signup transaction's start), so nothing is polled on th
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +14,11 @@ import psycopg
 
 from bench import signups
 from bench.consumers import running, wait_for_profiles
+from bench.cpu import CpuProbe, usage
 from bench.stats import summary_ms
+
+# Longer than a linger after the last signup (publisher.service.LINGER_QUIET): it counts where it belongs.
+SETTLE = 0.25
 
 
 @dataclass(frozen=True)
@@ -23,6 +28,7 @@ class LatencyPlan:
     senders: int
     burst: int
     burst_clients: int
+    idle_seconds: float = 6.0  # longer than the publisher's 5 s safety timer, so a timer wake-up counts
 
 
 def _latencies(url: str, tag: str) -> list[float]:
@@ -49,20 +55,46 @@ def _burst_times(url: str, tag: str) -> tuple[float, float]:
     return float(row[0]), float(row[1])
 
 
+def idle_cpu(probe: CpuProbe, seconds: float) -> dict[str, float]:
+    """The consumers' CPU while no signup arrives, in cores (CPU seconds per second), and the publisher's
+    polls per second (its linger must have ended: zero)."""
+    time.sleep(SETTLE)
+    before, polls = probe.sample(), probe.polls()
+    time.sleep(seconds)
+    used = usage(before, probe.sample())
+    cores = {part: round(value / seconds, 4) for part, value in used.items()}
+    return {**cores, "polls_per_s": round((probe.polls() - polls) / seconds, 1)}
+
+
 def measure(scenario: str, database_url: str, redis_url: str, plan: LatencyPlan) -> dict[str, Any]:
-    """M1 at each rate, then M2, with the scenario's consumers running throughout."""
+    """M1 at each rate, then M2, with the scenario's consumers running throughout.
+
+    The consumers' CPU is recorded while idle (before any signup, and again after the M1 loads: a publisher
+    must stop polling once signups stop) and per signup at each rate.
+    """
     m1: dict[str, Any] = {}
-    with running(scenario, database_url, redis_url):
+    cpu: dict[str, Any] = {}
+    with running(scenario, database_url, redis_url) as probe:
+        if plan.rates:
+            cpu["idle_before_cores"] = idle_cpu(probe, plan.idle_seconds)
         for rate in plan.rates:
             tag = f"m1r{int(rate)}"
+            before, polls = probe.sample(), probe.polls()
             lag = signups.open_loop(database_url, tag, rate, plan.duration, plan.senders)
             wait_for_profiles(database_url, tag)
+            time.sleep(SETTLE)
+            used = usage(before, probe.sample())
+            sent = int(rate * plan.duration)
             m1[str(int(rate))] = {
                 **summary_ms(_latencies(database_url, tag)),
                 "max_send_lag_ms": round(lag * 1000, 1),
+                "cpu_ms_per_signup": {part: round(v * 1000 / sent, 3) for part, v in used.items()},
+                "polls_per_signup": round((probe.polls() - polls) / sent, 1),
             }
+        if plan.rates:
+            cpu["idle_after_cores"] = idle_cpu(probe, plan.idle_seconds)
         if plan.burst == 0:
-            return {"M1": m1}
+            return {"M1": m1, "CPU": cpu}
         signups.burst(database_url, "m2", plan.burst, plan.burst_clients)
         wait_for_profiles(database_url, "m2")
     total, signing = _burst_times(database_url, "m2")
@@ -72,4 +104,4 @@ def measure(scenario: str, database_url: str, redis_url: str, plan: LatencyPlan)
         "seconds": round(total, 3),
         "signup_seconds": round(signing, 3),
     }
-    return {"M1": m1, "M2": m2}
+    return {"M1": m1, "M2": m2, "CPU": cpu}

@@ -1,4 +1,4 @@
-"""Targets checked against the measured figures, and the results as JSON and a markdown table (pure)."""
+"""The results as JSON and as markdown tables with ratios against the in-run baselines (pure)."""
 
 from __future__ import annotations
 
@@ -7,52 +7,20 @@ from pathlib import Path
 from typing import Any
 
 from bench.stats import ratio
+from bench.targets import targets
+
+__all__ = ["RESULTS_DIR", "markdown", "targets", "write"]
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-
-
-def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each DESIGN.md target the run measured: what it asks, the measured figure, whether it is met."""
-    found: list[dict[str, Any]] = []
-
-    def add(metric: str, target: str, measured: float | None, met: bool) -> None:
-        found.append({"metric": metric, "target": target, "measured": measured, "met": met})
-
-    m3 = results.get("M3")
-    if m3 and "32" in m3["ratio_vs_plain"].get("ours_busy", {}):
-        busy = m3["ratio_vs_plain"]["ours_busy"]["32"]
-        add("M3", "our trigger (publisher not idle) >= 0.75x no trigger, 32 clients", busy, busy >= 0.75)
-    if m3 and "32" in m3["ratio_vs_plain"].get("ours_live", {}):
-        live = m3["ratio_vs_plain"]["ours_live"]["32"]
-        add("M3", "same, publisher+worker running on the same cores", live, live >= 0.75)
-    m1 = results.get("M1", {}).get("ours", {}).get("250")
-    if m1:
-        add("M1", "p50 <= 2 ms at 250 signups/s", m1["p50_ms"], m1["p50_ms"] <= 2)
-        add("M1", "p99 <= 8 ms at 250 signups/s", m1["p99_ms"], m1["p99_ms"] <= 8)
-    m2 = results.get("M2", {})
-    if "ours" in m2 and "ideal" in m2:
-        times = ratio(m2["ours"]["seconds"], m2["ideal"]["seconds"])
-        add(
-            "M2",
-            "burst fully profiled within 2x the ideal batched SQL",
-            times,
-            times is not None and times <= 2,
-        )
-    m4 = results.get("M4")
-    if m4:
-        add("M4", "chat fast path adds 0 round trips", m4["added_round_trips"], m4["added_round_trips"] == 0)
-    m6 = results.get("M6")
-    if m6:
-        per_s = m6["batched"]["profiles_per_s"]
-        add("M6", ">= 1,000 profiles/s per worker process", per_s, per_s >= 1000)
-    return found
 
 
 def _fmt(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:,.2f}" if abs(value) < 100 else f"{value:,.0f}"
+        if abs(value) >= 100:
+            return f"{value:,.0f}"
+        return f"{value:.3f}" if 0 < abs(value) < 0.01 else f"{value:,.2f}"
     return str(value)
 
 
@@ -62,64 +30,159 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     return [*lines, ""]
 
 
-def markdown(results: dict[str, Any]) -> str:
-    out = [f"# profilesync benchmark ({results['meta']['mode']} run, {results['meta']['started']})", ""]
-    if "M1" in results:
-        out.append("**M1** signup → profile latency, open-loop (ms, database clock)")
-        rows = [
-            [scenario, rate, s["n"], s["p50_ms"], s["p99_ms"], s["max_ms"], s["max_send_lag_ms"]]
-            for scenario, by_rate in results["M1"].items()
-            for rate, s in by_rate.items()
-        ]
-        out += _table(["scenario", "signups/s", "n", "p50", "p99", "max", "sender lag"], rows)
-    if "M2" in results:
-        ideal = results["M2"].get("ideal", {}).get("seconds")
-        out.append("**M2** burst fully profiled (s); ratio vs ideal batched SQL")
-        rows = [
-            [scenario, s["signups"], s["clients"], s["signup_seconds"], s["seconds"],
-             ratio(s["seconds"], ideal) if ideal else None]
-            for scenario, s in results["M2"].items()
-        ]  # fmt: skip
-        out += _table(["scenario", "signups", "clients", "signing (s)", "all profiled (s)", "x ideal"], rows)
-    if "M3" in results:
-        m3 = results["M3"]
-        clients = list(m3["tps"]["plain"])
+def _x(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def _meta(meta: dict[str, Any]) -> list[str]:
+    out = [f"# profilesync benchmark ({meta['mode']} run, {meta['started']})", ""]
+    if "postgres" in meta:
         out.append(
-            f"**M3** signups/s by pgbench ({m3['seconds_per_point']} s per point); ratio vs no trigger"
+            f"Machine: {meta['cpus']} CPUs, PostgreSQL {meta['postgres']}, {meta['redis']}, servers "
+            f"{meta['servers']}; run took {meta.get('seconds', '?')} s."
         )
-        tps, ratios = m3["tps"], m3["ratio_vs_plain"]
-        rows = [[v, *[f"{tps[v][c]:,.0f} ({ratios[v][c]:.2f}x)" for c in clients]] for v in tps]
-        out += _table(["trigger", *[f"{c} clients" for c in clients]], rows)
-    if "M4" in results:
-        m4 = results["M4"]
-        out.append(f"**M4** create_conversation with the profile present ({m4['calls']} calls)")
-        rows = [
-            [name, m4[name]["p50_ms"], m4[name]["p99_ms"], m4[name]["round_trips_per_call"]]
-            for name in ("chat", "raw_insert")
+    load = meta.get("cpu_cores_during_run")
+    if load:
+        out.append(
+            f"CPU during the run (average cores): bench {load['bench']}, other processes on the box "
+            f"{load['others']}, hypervisor steal {load['steal']}; load average at start "
+            f"{meta.get('load_average_at_start')}, at end {meta.get('load_average_at_end')}."
+        )
+    return [*out, ""]
+
+
+def _m1(results: dict[str, Any]) -> list[str]:
+    ideal = results["M1"].get("ideal", {})
+    rows = []
+    for scenario, by_rate in results["M1"].items():
+        for rate, s in by_rate.items():
+            base = ideal.get(rate)
+            cpu = s.get("cpu_ms_per_signup", {}).get("total")
+            rows.append(
+                [scenario, rate, s["n"], s["p50_ms"], s["p99_ms"], s["max_ms"],
+                 _x(ratio(s["p50_ms"], base["p50_ms"])) if base else "-",
+                 _x(ratio(s["p99_ms"], base["p99_ms"])) if base else "-",
+                 cpu, s.get("polls_per_signup"), s["max_send_lag_ms"]]
+            )  # fmt: skip
+    header = ["scenario", "signups/s", "n", "p50", "p99", "max", "p50 x ideal", "p99 x ideal"]
+    return [
+        "**M1** signup → profile latency, open-loop (ms, database clock); pipeline CPU ms per signup "
+        "(consumer processes + their PostgreSQL backends + Redis)",
+        *_table([*header, "CPU ms/signup", "publisher polls/signup", "sender lag ms"], rows),
+    ]
+
+
+def _cpu(results: dict[str, Any]) -> list[str]:
+    rows = []
+    for scenario, cpu in results["CPU"].items():
+        for when in ("idle_before_cores", "idle_after_cores"):
+            if when in cpu:
+                c = cpu[when]
+                rows.append(
+                    [scenario, when.split("_")[1], c["consumers"], c["backends"], c["redis"],
+                     c.get("polls_per_s")]
+                )  # fmt: skip
+    header = ["scenario", "when", "processes", "their PG backends", "Redis server", "publisher polls/s"]
+    return [
+        "**Idle** consumers (CPU cores) before any signup and after the M1 loads",
+        *_table(header, rows),
+    ]
+
+
+def _m2(results: dict[str, Any]) -> list[str]:
+    ideal = results["M2"].get("ideal", {}).get("seconds")
+    rows = [
+        [scenario, s["signups"], s["clients"], s["signup_seconds"], s["seconds"],
+         _x(ratio(s["seconds"], ideal)) if ideal else "-"]
+        for scenario, s in results["M2"].items()
+    ]  # fmt: skip
+    return [
+        "**M2** burst fully profiled (s, first signup → last profile); ratio vs ideal batched SQL",
+        *_table(["scenario", "signups", "clients", "signing (s)", "all profiled (s)", "x ideal"], rows),
+    ]
+
+
+def _m3(results: dict[str, Any]) -> list[str]:
+    m3 = results["M3"]
+    tps, ratios = m3["tps"], m3["ratio_vs_plain"]
+    clients = list(tps["plain"])
+    cores = m3.get("consumer_cores", {})
+    backlog = m3.get("backlog_at_end", {})
+    rows = []
+    for variant in tps:
+        cells = [f"{tps[variant][c]:,.0f} ({_x(ratios[variant][c])})" for c in clients]
+        extra = [
+            "/".join(_fmt(cores[variant][c]) for c in clients) if variant in cores else "-",
+            "/".join(str(backlog[variant][c]) for c in clients) if variant in backlog else "-",
         ]
-        out += _table(["path", "p50 ms", "p99 ms", "round trips"], rows)
-        out += [f"added p50: {m4['added_p50_ms']} ms, added round trips: {m4['added_round_trips']}", ""]
+        rows.append([variant, *cells, *extra])
+    header = ["trigger", *[f"{c} clients" for c in clients], "consumer cores", "backlog at end"]
+    return [
+        f"**M3** signups/s by pgbench ({m3['seconds_per_point']} s per point, best of "
+        f"{m3.get('rounds', 1)} interleaved rounds); ratio vs no trigger "
+        "(`ours_busy`/`ours_idle`: our trigger with the publisher flag forced; `*_live`: publisher + worker "
+        "running on the same cores)",
+        *_table(header, rows),
+    ]
+
+
+def _m4(m4: dict[str, Any]) -> list[str]:
+    rows = [
+        [name, m4[name]["p50_ms"], m4[name]["p99_ms"], m4[name]["round_trips_per_call"]]
+        for name in ("chat", "raw_insert")
+    ]
+    return [
+        f"**M4** create_conversation with the profile present ({m4['calls']} calls) vs a raw INSERT",
+        *_table(["path", "p50 ms", "p99 ms", "round trips"], rows),
+        f"added p50: {m4['added_p50_ms']} ms, added round trips: {m4['added_round_trips']}",
+        "",
+    ]
+
+
+def _m5_m6(results: dict[str, Any]) -> list[str]:
+    out = []
     if "M5" in results:
         m5 = results["M5"]
         out += [
-            f"**M5** publisher: {m5['events_per_s']:,.0f} events/s ({m5['events']} events, "
-            f"{m5['redis_round_trips']} Redis round trips)",
+            f"**M5** publisher: {m5['events_per_s']:,.0f} events/s ({m5['events']} events in "
+            f"{m5['seconds']} s, {m5['redis_round_trips']} Redis round trips)",
             "",
         ]
     if "M6" in results:
-        out.append("**M6** one worker process (SimpleWorker, burst)")
+        m6 = results["M6"]
+        naive = m6.get("one_job_per_user", {}).get("profiles_per_s")
         keys = ["users", "profiles_per_s", "redis_round_trips_per_profile", "redis_commands_per_profile"]
-        rows = [[name, *[s[k] for k in keys]] for name, s in results["M6"].items()]
-        out += _table(
-            ["jobs", "users", "profiles/s", "Redis round trips/profile", "Redis commands/profile"], rows
-        )
-    if results.get("targets"):
-        out.append("**Targets**")
         rows = [
-            [t["metric"], t["target"], t["measured"], "met" if t["met"] else "NOT met"]
+            [name, *[s[k] for k in keys], _x(ratio(s["profiles_per_s"], naive)) if naive else "-"]
+            for name, s in m6.items()
+        ]
+        header = ["jobs", "users", "profiles/s", "Redis round trips/profile", "Redis commands/profile"]
+        out += [
+            "**M6** one worker process (SimpleWorker, burst)",
+            *_table([*header, "x one job per user"], rows),
+        ]
+    return out
+
+
+def markdown(results: dict[str, Any]) -> str:
+    out = _meta(results["meta"])
+    if "M1" in results:
+        out += _m1(results)
+    if "CPU" in results:
+        out += _cpu(results)
+    if "M2" in results:
+        out += _m2(results)
+    if "M3" in results:
+        out += _m3(results)
+    if "M4" in results:
+        out += _m4(results["M4"])
+    out += _m5_m6(results)
+    if results.get("targets"):
+        rows = [
+            [t["metric"], t["target"], t["measured"], "met" if t["met"] else "**NOT met**"]
             for t in results["targets"]
         ]
-        out += _table(["metric", "target", "measured", ""], rows)
+        out += ["**Targets**", *_table(["metric", "target", "measured", "verdict"], rows)]
     return "\n".join(out)
 
 

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -74,6 +75,39 @@ class Servers:
         finally:
             client.close()
         return url
+
+    def versions(self) -> dict[str, str]:
+        """The servers' versions, for the record."""
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            row = conn.execute("SHOW server_version").fetchone()
+        client = redis.Redis.from_url(self.redis_url)
+        try:
+            info = client.info("server")
+        finally:
+            client.close()
+        name = "valkey" if "valkey_version" in info else "redis"
+        return {
+            "postgres": str(row[0]) if row else "?",
+            "redis": f"{name} {info.get('valkey_version', info['redis_version'])}",
+        }
+
+    def server_pids(self) -> list[int]:
+        """The PostgreSQL postmaster and the Redis server (when local), whose CPU is the run's own."""
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            row = conn.execute("SELECT pg_backend_pid()").fetchone()
+        pids = []
+        if row:
+            try:
+                stat = Path(f"/proc/{row[0]}/stat").read_text()
+                pids.append(int(stat[stat.rindex(")") + 2 :].split()[1]))
+            except OSError:
+                pass  # a remote server
+        client = redis.Redis.from_url(self.redis_url)
+        try:
+            pids.append(int(client.info("server")["process_id"]))
+        finally:
+            client.close()
+        return pids
 
     def drop_all(self) -> None:
         with psycopg.connect(self.admin_url, autocommit=True) as conn:

@@ -2,6 +2,7 @@ import pytest
 
 from bench.schedule import open_loop_offsets, split
 from bench.stats import percentile, rate, ratio, summary_ms
+from bench.throughput import best
 
 
 def test_percentile_interpolates_between_closest_ranks() -> None:
@@ -52,3 +53,8 @@ def test_split_spreads_the_remainder() -> None:
     assert sum(split(7, 10)) == 7
     with pytest.raises(ValueError):
         split(1, 0)
+
+
+def test_m3_keeps_the_least_disturbed_round() -> None:
+    rounds = [{"tps": 900.0, "backlog_at_end": 5}, {"tps": 1200.5, "backlog_at_end": 7}, {"tps": 1100.0}]
+    assert best(rounds, "tps") == {"tps": 1200.5, "backlog_at_end": 7}
