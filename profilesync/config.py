@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     job_timeout: int = Field(
         default=60,
         ge=1,
-        description="seconds a job may run (a batch takes tens of ms); also bounds a killed worker's recovery",
+        description="seconds a job may run (a batch takes tens of ms); bounds a killed worker's recovery",
     )
     failure_ttl: int = Field(default=30 * 24 * 3600, ge=60, description="seconds failed jobs stay replayable")
     worker_maintenance_interval: int = Field(
