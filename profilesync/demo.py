@@ -17,7 +17,6 @@ import os
 import random
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -35,6 +34,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from profilesync.backfill import VerificationReport, format_report, verification_report
+from profilesync.children import Children
 from profilesync.config import Settings
 from profilesync.errors import ProfileSyncError
 from profilesync.logs import get_logger
@@ -283,49 +283,6 @@ def _sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-class _Processes:
-    """The publisher and worker subprocesses, each in its own session (Ctrl-C reaches only the demo)."""
-
-    def __init__(self, env: dict[str, str], logdir: Path) -> None:
-        self.env = env
-        self.logdir = logdir
-        self.running: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self, name: str, *args: str) -> None:
-        with (self.logdir / f"{name}.log").open("wb") as sink:
-            self.running[name] = subprocess.Popen(
-                [sys.executable, "-m", "profilesync.cli", *args],
-                env=self.env,
-                stdout=sink,
-                stderr=sink,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-
-    def dead(self) -> list[str]:
-        return [name for name, p in self.running.items() if p.poll() is not None]
-
-    def stop(self, timeout: float = 20.0) -> dict[str, int | None]:
-        for process in self.running.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        codes: dict[str, int | None] = {}
-        deadline = time.monotonic() + timeout
-        for name, process in self.running.items():
-            try:
-                codes[name] = process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-                codes[name] = None
-        self.running.clear()
-        return codes
-
-    def log_tail(self, name: str, chars: int = 2000) -> str:
-        path = self.logdir / f"{name}.log"
-        return path.read_text(errors="replace")[-chars:] if path.exists() else ""
-
-
 def run_demo(options: DemoOptions, base: Settings, out: TextIO = sys.stdout) -> int:
     from profilesync.embedded import EmbeddedPostgres, EmbeddedRedis
 
@@ -376,7 +333,7 @@ def _run(
         "PROFILESYNC_LISTEN_DATABASE_URL": "",
         "PROFILESYNC_LOG_FORMAT": "json",
     }
-    processes = _Processes(env, logdir)
+    processes = Children(env, logdir)
     outcome = Outcome(target=options.users)
     stack.callback(lambda: outcome.process_exit_codes.update(processes.stop()))
     processes.start("publisher", "publisher")
@@ -424,7 +381,8 @@ def _run(
         dead = processes.dead()
         if dead:
             line.finish()
-            raise DemoError(f"{', '.join(dead)} exited early:\n{processes.log_tail(dead[0])}")
+            first = next(iter(dead))
+            raise DemoError(f"{', '.join(dead)} exited early:\n{processes.log(first)[-2000:]}")
         if not load_thread.is_alive():
             deadline = deadline or time.monotonic() + options.timeout
             if snapshot.profiles >= outcome.signups or time.monotonic() > deadline:
@@ -452,16 +410,15 @@ def _as_auth_admin(conn: psycopg.Connection[Any]) -> None:
     conn.execute("SET ROLE supabase_auth_admin")
 
 
-def _await_processes(
-    processes: _Processes, monitor: psycopg.Connection[Any], queue: Any, workers: int
-) -> None:
+def _await_processes(processes: Children, monitor: psycopg.Connection[Any], queue: Any, workers: int) -> None:
     from rq import Worker
 
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         dead = processes.dead()
         if dead:
-            raise DemoError(f"{dead[0]} exited at start:\n{processes.log_tail(dead[0])}")
+            first = next(iter(dead))
+            raise DemoError(f"{first} exited at start:\n{processes.log(first)[-2000:]}")
         row = monitor.execute("SELECT count(*) FROM profile_sync.publishers WHERE idle").fetchone()
         if row and row[0] >= 1 and len(Worker.all(queue=queue)) >= workers:
             return

@@ -6,18 +6,15 @@ Never the machine's shared PostgreSQL / Redis: a FLUSHALL or restart there would
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 import redis
 
+from profilesync.children import Children
 from profilesync.embedded import EmbeddedPostgres, EmbeddedRedis
 from tests.harness import count
 from tests.servers import DatabaseFactory
@@ -100,61 +97,6 @@ def child_env(database_url: str, redis_url: str) -> dict[str, str]:
 
 
 @dataclass
-class Processes:
-    """`profilesync publisher` / `worker` children, each in its own process group.
-
-    `kill9` SIGKILLs the whole group, like a container being killed: a worker's forked RQ scheduler dies too.
-    """
-
-    env: dict[str, str]
-    logdir: Path
-    running: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    started: int = 0
-
-    def start(self, name: str, *args: str) -> None:
-        assert name not in self.running, f"{name} already running"
-        self.started += 1
-        log = self.logdir / f"{self.started:02d}-{name}.log"
-        with log.open("wb") as sink:
-            self.running[name] = subprocess.Popen(
-                [sys.executable, "-m", "profilesync.cli", *args],
-                env=self.env,
-                stdout=sink,
-                stderr=sink,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-
-    def kill9(self, name: str) -> None:
-        process = self.running.pop(name)
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-
-    def dead(self) -> dict[str, int | None]:
-        """Children that exited on their own (a crash): name → exit code."""
-        return {name: p.returncode for name, p in self.running.items() if p.poll() is not None}
-
-    def stop(self) -> dict[str, int | None]:
-        """SIGTERM every child (their clean shutdown path), SIGKILL what is left after 15 s."""
-        for process in self.running.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        codes: dict[str, int | None] = {}
-        for name, process in self.running.items():
-            try:
-                codes[name] = process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-                codes[name] = None
-        self.running.clear()
-        return codes
-
-    def logs(self, pattern: str = "*") -> str:
-        return "".join(p.read_text(errors="replace") for p in sorted(self.logdir.glob(f"*-{pattern}.log")))
-
-
-@dataclass
 class Target:
     """One test's database (cloned from the migrated template, audited) on the suite's servers."""
 
@@ -162,7 +104,7 @@ class Target:
     database_url: str
     redis_url: str
     redis: redis.Redis
-    procs: Processes
+    procs: Children
     _conn: psycopg.Connection[Any] | None = None
 
     @property

@@ -9,7 +9,8 @@ import psycopg
 import pytest
 import redis
 
-from tests.faults.cluster import AUDIT, Processes, Servers, Target, child_env, start_servers
+from profilesync.children import Children
+from tests.faults.cluster import AUDIT, Servers, Target, child_env, start_servers
 from tests.faults.figures import ROWS, table
 
 
@@ -29,7 +30,7 @@ def target(fault_servers: Servers, tmp_path: Path) -> Iterator[Target]:
         conn.execute(AUDIT)
     redis_conn = redis.Redis.from_url(fault_servers.redis.url)
     redis_conn.flushall()
-    procs = Processes(child_env(database_url, fault_servers.redis.url), tmp_path)
+    procs = Children(child_env(database_url, fault_servers.redis.url), tmp_path)
     target = Target(fault_servers, database_url, fault_servers.redis.url, redis_conn, procs)
     try:
         yield target

@@ -31,7 +31,7 @@ def test_publisher_killed_mid_burst_loses_and_duplicates_nothing(target: Target)
     killed_at = 0.0
     for mark in burst.reached:
         assert burst.reached[mark].wait(60)
-        procs.kill9("publisher")  # whatever it was doing: claiming, enqueueing, marking
+        procs.kill("publisher")  # whatever it was doing: claiming, enqueueing, marking
         killed_at = time.monotonic()
         assert burst.committed < BURST, "the burst ended before the kill"
         procs.start("publisher", "publisher")
@@ -62,7 +62,7 @@ def test_worker_killed_mid_batch_has_its_job_retried_and_completed(target: Targe
                 == 1
             )
         )
-        procs.kill9("worker-1")
+        procs.kill("worker-1")
         killed_at = time.monotonic()
         procs.start("worker-2", "worker")
         blocker.rollback()  # the dead worker's backend then fails to answer and rolls its batch back
@@ -104,7 +104,7 @@ def test_publisher_killed_after_enqueue_before_commit_redelivers_and_changes_not
         )
     )
     first_jobs = queue.count
-    procs.kill9("publisher")  # its jobs are in Redis, its events not marked: the transaction never commits
+    procs.kill("publisher")  # its jobs are in Redis, its events not marked: the transaction never commits
     killed_at = time.monotonic()
     target.conn.execute("SELECT pg_advisory_unlock(4242)")
     procs.start("publisher", "publisher")

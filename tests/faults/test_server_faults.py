@@ -64,7 +64,7 @@ def test_postgres_restart_mid_burst_publisher_reconnects_and_drains(target: Targ
     state, recovery = settle(target, since=restarted_at, bound=60)
     assert state.profiles == signups
     assert target.count(LISTENERS) == 1  # listening again
-    assert "publisher connection lost; reconnecting" in target.procs.logs("publisher")
+    assert "publisher connection lost; reconnecting" in target.procs.log("publisher")
     finish(
         target,
         Row(f"PostgreSQL {mode} restart mid-burst", signups, f"stop -m {mode}, start", state, recovery),
@@ -85,5 +85,5 @@ def test_terminated_listen_connection_is_reopened_and_relistened(target: Target)
     assert wait_for(lambda: target.count(LISTENERS) == 1)
     assert target.count(LISTEN_PID) != old_pid
     # The publisher registers its LISTEN backend only after LISTEN succeeded: twice, once per session.
-    assert target.procs.logs("publisher").count('"publisher listening"') == 2
+    assert target.procs.log("publisher").count('"publisher listening"') == 2
     finish(target, Row("LISTEN backend terminated mid-burst", 2000, "pg_terminate_backend", state, recovery))
