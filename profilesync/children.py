@@ -22,12 +22,13 @@ class Children:
         self.logdir = logdir
         self.running: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start(self, name: str, *args: str) -> None:
+    def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> None:
+        """`profilesync ARGS…` as child NAME; `env` adds to (overrides) the shared environment."""
         assert name not in self.running, f"{name} already running"
         with (self.logdir / f"{name}.log").open("ab") as sink:
             self.running[name] = subprocess.Popen(
                 [sys.executable, "-m", "profilesync.cli", *args],
-                env=self.env,
+                env={**self.env, **(env or {})},
                 stdout=sink,
                 stderr=sink,
                 stdin=subprocess.DEVNULL,

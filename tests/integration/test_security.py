@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +23,7 @@ from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
 from profilesync import QUEUE_NAME
+from profilesync.children import Children
 from profilesync.config import Settings
 from profilesync.migrate import migrate
 from profilesync.queueing import CREATE_PROFILES, profiles_queue
@@ -404,13 +402,6 @@ def test_a_pickled_job_is_refused_without_running_code(
 # -- logs --------------------------------------------------------------------------------------------------
 
 
-def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as sink:
-        return subprocess.Popen(
-            [sys.executable, "-m", "profilesync.cli", *args], env=env, stdout=sink, stderr=sink
-        )
-
-
 def test_logs_of_a_pipeline_run_hold_no_emails_or_passwords(
     conn: Conn, database_url: str, settings: Settings, redis_conn: redis.Redis, tmp_path: Path
 ) -> None:
@@ -422,17 +413,11 @@ def test_logs_of_a_pipeline_run_hold_no_emails_or_passwords(
         "PROFILESYNC_LOG_LEVEL": "INFO",
         "PROFILESYNC_LOG_FORMAT": "json",
     }
-    logs = {name: tmp_path / f"{name}.log" for name in ("publisher", "worker")}
     # One user's profile fails for good: the error path (ERROR logs, failed job, last_error) is checked too.
     conn.execute("ALTER TABLE public.user_profiles ADD CONSTRAINT no_mallory CHECK (full_name <> 'Mallory')")
-    processes = [
-        _start(
-            ["publisher"],
-            {**base, "DATABASE_URL": as_role(database_url, PUBLISHER, password)},
-            logs["publisher"],
-        ),
-        _start(["worker"], {**base, "DATABASE_URL": as_role(database_url, WORKER, password)}, logs["worker"]),
-    ]
+    children = Children(base, tmp_path)
+    children.start("publisher", "publisher", env={"DATABASE_URL": as_role(database_url, PUBLISHER, password)})
+    children.start("worker", "worker", env={"DATABASE_URL": as_role(database_url, WORKER, password)})
     try:
         users = [signup(conn, kind) for kind in SIGNUP_KINDS for _ in range(2)]
         mallory = signup(conn, email="mallory@evil.example", meta={"name": "Mallory"})
@@ -442,11 +427,9 @@ def test_logs_of_a_pipeline_run_hold_no_emails_or_passwords(
         )
         assert wait_for(lambda: count(conn, failed, (mallory,)) == 1)
     finally:
-        for process in processes:
-            process.send_signal(signal.SIGTERM)
-        codes = [process.wait(timeout=15) for process in processes]
-    output = {name: path.read_text() for name, path in logs.items()}
-    assert codes == [0, 0], output
+        codes = children.stop(timeout=15)
+    output = {name: children.log(name) for name in ("publisher", "worker")}
+    assert codes == {"publisher": 0, "worker": 0}, output
     emails = [r[0] for r in conn.execute("SELECT email FROM auth.users WHERE email IS NOT NULL")]
     assert len(emails) == 9
     for name, text in output.items():
