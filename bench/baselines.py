@@ -17,6 +17,7 @@ from typing import Any
 
 import psycopg
 import redis
+from rq import Queue
 
 from profilesync import db
 from profilesync.config import Settings
@@ -66,28 +67,13 @@ CREATE TRIGGER bench_notify_signup AFTER INSERT ON auth.users
 OURS_IDLE_SQL = "INSERT INTO profile_sync.publishers (backend_pid, idle) VALUES (0, true);\n"
 OURS_BUSY_SQL = "INSERT INTO profile_sync.publishers (backend_pid, idle) VALUES (0, false);\n"
 
-_CLAIM = """
-SELECT user_id FROM profile_sync.signup_events
-WHERE enqueued_at IS NULL ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED
-"""
-
 
 class IdealPublisher(Publisher):
     """Our publisher's wake-up and idle protocol; it creates the profiles itself in the claim transaction."""
 
-    def drain(self, work: psycopg.Connection[Any], redis_conn: redis.Redis) -> int:
-        total = 0
-        while not self.stop.is_set():
-            with work.transaction():
-                rows = work.execute(_CLAIM, (self.settings.drain_batch_size,)).fetchall()
-                if not rows:
-                    break
-                work.execute("SELECT * FROM profile_sync.create_profiles(%s)", ([r[0] for r in rows],))
-            total += len(rows)
-            if len(rows) < self.settings.drain_batch_size:
-                break
-        self.enqueued_total += total
-        return total
+    def dispatch(self, work: psycopg.Connection[Any], queue: Queue, events: list[tuple[int, Any]]) -> int:
+        work.execute("SELECT * FROM profile_sync.create_profiles(%s)", ([user_id for _, user_id in events],))
+        return 0
 
 
 class NoLingerPublisher(Publisher):

@@ -13,6 +13,7 @@ from typing import Any
 
 import psycopg
 import redis
+from rq import Queue
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
@@ -190,7 +191,7 @@ class Publisher:
     # -- work ------------------------------------------------------------------------------------------------
 
     def drain(self, work: psycopg.Connection[Any], redis_conn: redis.Redis) -> int:
-        """Claim pending events batch by batch, enqueue their jobs, mark them; returns events handled."""
+        """Claim pending events batch by batch and dispatch them; returns events handled."""
         queue = profiles_queue(redis_conn)
         total = 0
         while not self.stop.is_set():
@@ -198,15 +199,20 @@ class Publisher:
                 rows = work.execute(_CLAIM, (self.settings.drain_batch_size,)).fetchall()
                 if not rows:
                     break
-                plans = plan_jobs(rows, self.settings.job_batch_size)
-                enqueue_plans(queue, plans, self.settings)
-                work.execute(_MARK, flatten(plans))
+                jobs = self.dispatch(work, queue, rows)
             total += len(rows)
-            log.info("events enqueued", events=len(rows), jobs=len(plans))
+            log.info("events enqueued", events=len(rows), jobs=jobs)
             if len(rows) < self.settings.drain_batch_size:
                 break
         self.enqueued_total += total
         return total
+
+    def dispatch(self, work: psycopg.Connection[Any], queue: Queue, events: list[tuple[int, Any]]) -> int:
+        """In the claiming transaction: the events' jobs into Redis, then mark them enqueued; returns jobs."""
+        plans = plan_jobs(events, self.settings.job_batch_size)
+        enqueue_plans(queue, plans, self.settings)
+        work.execute(_MARK, flatten(plans))
+        return len(plans)
 
     def redeliver(self, work: psycopg.Connection[Any], redis_conn: redis.Redis) -> int:
         """Re-enqueue events whose job is gone from Redis or ended without retiring them."""
@@ -218,13 +224,11 @@ class Publisher:
             if not rows:
                 return 0
             job_ids = sorted({row[2] for row in rows})
-            jobs = Job.fetch_many(job_ids, connection=redis_conn, serializer=JSONSerializer)
-            live = {job.id for job in jobs if job is not None and job.get_status() in _LIVE_JOB_STATES}
+            found = Job.fetch_many(job_ids, connection=redis_conn, serializer=JSONSerializer)
+            live = {job.id for job in found if job is not None and job.get_status() in _LIVE_JOB_STATES}
             orphans = [(event_id, user_id) for event_id, user_id, job_id in rows if job_id not in live]
             if not orphans:
                 return 0
-            plans = plan_jobs(orphans, self.settings.job_batch_size)
-            enqueue_plans(queue, plans, self.settings)
-            work.execute(_MARK, flatten(plans))
-        log.warning("events redelivered", events=len(orphans), jobs=len(plans))
+            jobs = self.dispatch(work, queue, orphans)
+        log.warning("events redelivered", events=len(orphans), jobs=jobs)
         return len(orphans)
