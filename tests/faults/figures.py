@@ -80,7 +80,7 @@ def table(rows: list[Row]) -> str:
             f"{r.state.profiles:,}",
             str(r.state.lost),
             str(r.state.duplicated),
-            str(r.state.redundant),
+            f"{r.state.redundant:,}",
             f"{r.recovery_s:.1f}",
         )
         lines.append("| " + " | ".join(cells) + " |")
