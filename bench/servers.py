@@ -7,6 +7,7 @@ scenario gets its own Redis database number.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ import psycopg
 import redis
 from psycopg import sql
 
+from bench.cpu import parse_proc_stat
 from profilesync.embedded import EmbeddedPostgres, EmbeddedRedis
 from profilesync.migrate import migrate
 
@@ -97,11 +99,8 @@ class Servers:
             row = conn.execute("SELECT pg_backend_pid()").fetchone()
         pids = []
         if row:
-            try:
-                stat = Path(f"/proc/{row[0]}/stat").read_text()
-                pids.append(int(stat[stat.rindex(")") + 2 :].split()[1]))
-            except OSError:
-                pass  # a remote server
+            with contextlib.suppress(OSError):  # no /proc entry: a remote server
+                pids.append(parse_proc_stat(Path(f"/proc/{row[0]}/stat").read_text())[0])  # the postmaster
         client = redis.Redis.from_url(self.redis_url)
         try:
             pids.append(int(client.info("server")["process_id"]))
