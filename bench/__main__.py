@@ -11,6 +11,7 @@ from typing import Any
 from bench import baselines, chatcost, latency, rates, report, throughput
 from bench.cpu import OtherLoad
 from bench.servers import servers
+from bench.targets import targets
 from profilesync.logs import configure
 
 METRICS = ("M1", "M2", "M3", "M4", "M5", "M6")
@@ -71,7 +72,7 @@ def run(only: list[str], quick: bool) -> dict[str, Any]:
         if "M4" in only:
             results["M4"] = chatcost.measure(found, 100 if quick else 1000)
         results["meta"]["cpu_cores_during_run"] = other_load.cores()
-    results["targets"] = report.targets(results)
+    results["targets"] = targets(results)
     results["meta"]["seconds"] = round(time.monotonic() - started, 1)
     results["meta"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     return results

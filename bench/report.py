@@ -7,9 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from bench.stats import ratio
-from bench.targets import targets
-
-__all__ = ["RESULTS_DIR", "markdown", "targets", "write"]
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 

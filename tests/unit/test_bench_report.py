@@ -9,6 +9,7 @@ from bench import report
 from bench.__main__ import parse_args
 from bench.counting import counting_redis
 from bench.pgbench import parse_tps
+from bench.targets import targets
 
 PGBENCH_OUTPUT = """\
 transaction type: /tmp/x.sql
@@ -69,7 +70,7 @@ def _results() -> dict[str, Any]:
 
 
 def test_targets_are_judged_from_the_figures() -> None:
-    verdicts = {(t["metric"], t["target"]): t["met"] for t in report.targets(_results())}
+    verdicts = {(t["metric"], t["target"]): t["met"] for t in targets(_results())}
     assert verdicts[("M1", "p50 <= 2 ms at 250 signups/s")] is False
     assert verdicts[("M1", "p99 <= 8 ms at 250 signups/s")] is True
     assert verdicts[("M2", "100-signup burst fully profiled within 2x the ideal batched SQL")] is False
@@ -80,12 +81,12 @@ def test_targets_are_judged_from_the_figures() -> None:
 
 
 def test_targets_skip_what_was_not_measured() -> None:
-    assert report.targets({"meta": {}}) == []
+    assert targets({"meta": {}}) == []
 
 
 def test_markdown_shows_ratios_against_the_in_run_baselines() -> None:
     results = _results()
-    results["targets"] = report.targets(results)
+    results["targets"] = targets(results)
     text = report.markdown(results)
     # M1: p50 2.5 vs ideal 1.0, p99 7.0 vs 3.5; CPU and DB transactions per signup
     assert "| ours | 250 | 10 | 2.50 | 7.00 | 9.00 | 2.50x | 2.00x | 3.50 | 4.00 | 0.00 |" in text
