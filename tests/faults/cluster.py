@@ -16,7 +16,7 @@ import redis
 
 from profilesync.children import Children
 from profilesync.embedded import EmbeddedPostgres, EmbeddedRedis
-from tests.harness import count
+from tests.harness import count, wait_for
 from tests.servers import DatabaseFactory
 
 # Short timers for the children so every recovery path runs within seconds (production defaults in config.py).
@@ -122,6 +122,20 @@ class Target:
 
     def publisher_idle(self) -> bool:
         return self.count("SELECT count(*) FROM profile_sync.publishers WHERE idle") >= 1
+
+    def start_pipeline(self, workers: int) -> None:
+        """A publisher and `workers` workers; returns once the publisher is idle (LISTENing)."""
+        self.procs.start("publisher", "publisher")
+        for n in range(1, workers + 1):
+            self.procs.start(f"worker-{n}", "worker")
+        assert wait_for(self.publisher_idle)
+
+    def waiting_on_lock(self, application_name: str) -> int:
+        """Backends of this application (profilesync-worker, -publisher, …) blocked on a lock."""
+        return self.count(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND wait_event_type = 'Lock'",
+            (application_name,),
+        )
 
     def close(self) -> None:
         if self._conn is not None:

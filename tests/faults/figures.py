@@ -65,10 +65,6 @@ HEADER = (
 )
 
 
-def record(row: Row) -> None:
-    ROWS.append(row)
-
-
 def table(rows: list[Row]) -> str:
     """A markdown table, one line per scenario."""
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "|".join(["---", "---:", "---"] + ["---:"] * 5) + "|"]
@@ -113,5 +109,5 @@ def finish(target: Target, row: Row) -> State:
     codes = target.procs.stop()
     assert set(codes.values()) == {0}, (codes, target.procs.logs()[-3000:])
     assert final.lost == 0 and final.duplicated == 0, final
-    record(replace(row, state=final))
+    ROWS.append(replace(row, state=final))
     return final

@@ -29,9 +29,7 @@ class Burst(threading.Thread):
         self.chunk = chunk
         self.reached = {mark: threading.Event() for mark in marks}
         self.committed = 0
-        self.reconnects = 0
         self.error: BaseException | None = None
-        self.finished_at: float | None = None
 
     def run(self) -> None:
         try:
@@ -64,19 +62,15 @@ class Burst(threading.Thread):
                         event.set()
         finally:
             conn.close()
-            self.finished_at = time.monotonic()
 
     def _reconnect(self, give_up: float) -> psycopg.Connection[Any]:
         while True:
             try:
-                conn = psycopg.connect(self.database_url, autocommit=True, connect_timeout=2)
+                return psycopg.connect(self.database_url, autocommit=True, connect_timeout=2)
             except psycopg.OperationalError:
                 if time.monotonic() > give_up:
                     raise
                 time.sleep(0.1)  # the server is restarting: a short bounded retry loop, like any client
-                continue
-            self.reconnects += 1
-            return conn
 
     def finish(self, timeout: float = 120) -> int:
         """Wait for the burst; return signups committed (raises what the burst raised)."""

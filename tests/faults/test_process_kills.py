@@ -22,10 +22,7 @@ PENDING = "SELECT count(*) FROM profile_sync.signup_events WHERE enqueued_at IS 
 
 def test_publisher_killed_mid_burst_loses_and_duplicates_nothing(target: Target) -> None:
     procs = target.procs
-    procs.start("publisher", "publisher")
-    procs.start("worker-1", "worker")
-    procs.start("worker-2", "worker")
-    assert wait_for(target.publisher_idle)
+    target.start_pipeline(workers=2)
     burst = Burst(target.database_url, BURST, marks=(1500, 3500))
     burst.start()
     killed_at = 0.0
@@ -44,24 +41,13 @@ def test_publisher_killed_mid_burst_loses_and_duplicates_nothing(target: Target)
 
 def test_worker_killed_mid_batch_has_its_job_retried_and_completed(target: Target) -> None:
     procs = target.procs
-    procs.start("publisher", "publisher")
-    procs.start("worker-1", "worker")
-    assert wait_for(target.publisher_idle)
+    target.start_pipeline(workers=1)
     started = StartedJobRegistry(queue=profiles_queue(target.redis))
     with psycopg.connect(target.database_url) as blocker:
         # Hold the worker inside its first batch: its INSERT waits on this lock, so the kill lands mid-batch.
         blocker.execute("LOCK TABLE public.user_profiles IN SHARE MODE")
         bulk_signup(target.conn, 1000)
-        assert wait_for(
-            lambda: (
-                started.count == 1
-                and target.count(
-                    "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE application_name = 'profilesync-worker' AND wait_event_type = 'Lock'"
-                )
-                == 1
-            )
-        )
+        assert wait_for(lambda: started.count == 1 and target.waiting_on_lock("profilesync-worker") == 1)
         procs.kill("worker-1")
         killed_at = time.monotonic()
         procs.start("worker-2", "worker")
@@ -93,16 +79,7 @@ def test_publisher_killed_after_enqueue_before_commit_redelivers_and_changes_not
     procs.start("publisher", "publisher")
     bulk_signup(target.conn, users)
     queue = profiles_queue(target.redis)
-    assert wait_for(
-        lambda: (
-            queue.count >= 1
-            and target.count(
-                "SELECT count(*) FROM pg_stat_activity "
-                "WHERE application_name = 'profilesync-publisher' AND wait_event_type = 'Lock'"
-            )
-            == 1
-        )
-    )
+    assert wait_for(lambda: queue.count >= 1 and target.waiting_on_lock("profilesync-publisher") == 1)
     first_jobs = queue.count
     procs.kill("publisher")  # its jobs are in Redis, its events not marked: the transaction never commits
     killed_at = time.monotonic()

@@ -22,15 +22,8 @@ LISTEN_PID = "SELECT p.backend_pid" + _LISTENER  # the registered publisher's li
 LISTENERS = "SELECT count(*)" + _LISTENER
 
 
-def _start_pipeline(target: Target, workers: int = 2) -> None:
-    target.procs.start("publisher", "publisher")
-    for n in range(1, workers + 1):
-        target.procs.start(f"worker-{n}", "worker")
-    assert wait_for(target.publisher_idle)
-
-
 def test_redis_flushall_and_restart_mid_burst_still_give_every_user_a_profile(target: Target) -> None:
-    _start_pipeline(target)
+    target.start_pipeline(workers=2)
     burst = Burst(target.database_url, BURST, marks=(1500, 3500))
     burst.start()
     assert burst.reached[1500].wait(60)
@@ -47,7 +40,7 @@ def test_redis_flushall_and_restart_mid_burst_still_give_every_user_a_profile(ta
 
 @pytest.mark.parametrize("mode", ["fast", "immediate"])
 def test_postgres_restart_mid_burst_publisher_reconnects_and_drains(target: Target, mode: str) -> None:
-    _start_pipeline(target)
+    target.start_pipeline(workers=2)
     burst = Burst(target.database_url, BURST, marks=(2000,))
     burst.start()
     assert burst.reached[2000].wait(60)
@@ -72,7 +65,7 @@ def test_postgres_restart_mid_burst_publisher_reconnects_and_drains(target: Targ
 
 
 def test_terminated_listen_connection_is_reopened_and_relistened(target: Target) -> None:
-    _start_pipeline(target, workers=1)
+    target.start_pipeline(workers=1)
     old_pid = target.count(LISTEN_PID)
     burst = Burst(target.database_url, 2000, marks=(500,))
     burst.start()
