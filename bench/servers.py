@@ -21,7 +21,7 @@ import redis
 from psycopg import sql
 
 from bench.cpu import parse_proc_stat
-from profilesync.embedded import EmbeddedPostgres, EmbeddedRedis
+from profilesync.devkit.embedded import EmbeddedPostgres, EmbeddedRedis
 from profilesync.migrate import migrate
 
 

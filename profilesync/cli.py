@@ -48,8 +48,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
-    from profilesync import backfill
-    from profilesync.progress import StatusLine, bar
+    from profilesync.ops import backfill
+    from profilesync.ops.progress import StatusLine, bar
 
     with db.connect(settings.database_url, autocommit=True, application_name="profilesync-backfill") as conn:
         if args.dry_run:
@@ -78,8 +78,8 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _wait_for_profiles(conn: Any, recorded: int, timeout: float) -> bool:
-    from profilesync import backfill
-    from profilesync.progress import StatusLine, bar
+    from profilesync.ops import backfill
+    from profilesync.ops.progress import StatusLine, bar
 
     line = StatusLine(sys.stderr)
     started = time.monotonic()
@@ -97,7 +97,7 @@ def _wait_for_profiles(conn: Any, recorded: int, timeout: float) -> bool:
 
 
 def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
-    from profilesync import doctor
+    from profilesync.ops import doctor
 
     checks = doctor.evaluate(doctor.gather(settings), doctor.Thresholds.from_settings(settings))
     if args.only:
@@ -107,8 +107,8 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from profilesync.ops.replay import format_result, replay, reset_failed_events
     from profilesync.queueing import connect_redis, profiles_queue
-    from profilesync.replay import format_result, replay, reset_failed_events
 
     if args.events:
         with db.connect(
@@ -123,7 +123,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from profilesync.demo import DemoOptions, run_demo
+    from profilesync.devkit.demo import DemoOptions, run_demo
 
     if not args.verbose:
         logs.configure("WARNING", settings.log_format)  # the progress line is the demo's output
@@ -139,7 +139,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _check_names(value: str) -> set[str]:
-    from profilesync.doctor import CHECKS
+    from profilesync.ops.doctor import CHECKS
 
     names = {name.strip() for name in value.split(",") if name.strip()}
     unknown = names - set(CHECKS)

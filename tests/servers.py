@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
-from profilesync.embedded import EmbeddedPostgres, EmbeddedRedis
+from profilesync.devkit.embedded import EmbeddedPostgres, EmbeddedRedis
 from profilesync.migrate import migrate
 
 

@@ -14,8 +14,8 @@ from typing import Any
 import psycopg
 import redis
 
-from profilesync.children import Children
-from profilesync.embedded import EmbeddedPostgres, EmbeddedRedis
+from profilesync.devkit.children import Children
+from profilesync.devkit.embedded import EmbeddedPostgres, EmbeddedRedis
 from tests.harness import count, wait_for
 from tests.servers import DatabaseFactory
 

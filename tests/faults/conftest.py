@@ -9,7 +9,7 @@ import psycopg
 import pytest
 import redis
 
-from profilesync.children import Children
+from profilesync.devkit.children import Children
 from tests.faults.cluster import AUDIT, Servers, Target, child_env, start_servers
 from tests.faults.figures import ROWS, table
 

@@ -20,9 +20,9 @@ from rq.serializers import JSONSerializer
 from rq.worker import SimpleWorker
 
 from profilesync import cli, logs
-from profilesync.backfill import verification_report
 from profilesync.config import Settings
-from profilesync.doctor import CHECKS
+from profilesync.ops.backfill import verification_report
+from profilesync.ops.doctor import CHECKS
 from profilesync.queueing import CREATE_PROFILES, profiles_queue
 from tests.harness import bulk_signup, count, run_worker_burst, running_publisher, signup, wait_for
 
@@ -301,7 +301,7 @@ def test_doctor_fails_on_pending_migrations(
 def test_doctor_fails_when_redis_is_unreachable(
     env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from profilesync.embedded import free_port
+    from profilesync.devkit.embedded import free_port
 
     monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
     code, checks = _doctor(capsys)

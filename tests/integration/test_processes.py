@@ -8,8 +8,8 @@ from typing import Any
 
 import psycopg
 
-from profilesync.children import Children
 from profilesync.config import Settings
+from profilesync.devkit.children import Children
 from tests.harness import count, signup, wait_for
 
 

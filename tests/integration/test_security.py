@@ -23,8 +23,8 @@ from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
 from profilesync import QUEUE_NAME
-from profilesync.children import Children
 from profilesync.config import Settings
+from profilesync.devkit.children import Children
 from profilesync.migrate import migrate
 from profilesync.queueing import CREATE_PROFILES, profiles_queue
 from tests.harness import SIGNUP_KINDS, count, run_worker_burst, running_publisher, signup, wait_for

@@ -7,7 +7,16 @@ import json
 import pytest
 
 from profilesync.config import Settings
-from profilesync.doctor import CHECKS, Check, Facts, Thresholds, evaluate, format_json, format_table, healthy
+from profilesync.ops.doctor import (
+    CHECKS,
+    Check,
+    Facts,
+    Thresholds,
+    evaluate,
+    format_json,
+    format_table,
+    healthy,
+)
 
 LIMITS = Thresholds(min_workers=1, max_failed=0, max_backlog_age=60.0)
 

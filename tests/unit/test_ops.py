@@ -12,8 +12,7 @@ import pytest
 from rq.registry import FailedJobRegistry
 
 from profilesync import cli
-from profilesync.backfill import VerificationReport, format_report
-from profilesync.demo import (
+from profilesync.devkit.demo import (
     KIND_WEIGHTS,
     Outcome,
     Snapshot,
@@ -24,9 +23,10 @@ from profilesync.demo import (
     percentile,
     problems,
 )
-from profilesync.progress import StatusLine, bar
+from profilesync.ops.backfill import VerificationReport, format_report
+from profilesync.ops.progress import StatusLine, bar
+from profilesync.ops.replay import format_result, replay
 from profilesync.queueing import CREATE_PROFILES, profiles_queue
-from profilesync.replay import format_result, replay
 
 COMPLETE = VerificationReport(
     users=3, profiles=3, users_without_profiles=0, pending_events=0, failed_events=0

@@ -33,12 +33,12 @@ from typing import Any, TextIO
 import psycopg
 from psycopg.types.json import Jsonb
 
-from profilesync.backfill import VerificationReport, format_report, verification_report
-from profilesync.children import Children
 from profilesync.config import Settings
+from profilesync.devkit.children import Children
 from profilesync.errors import ProfileSyncError
 from profilesync.logs import get_logger
-from profilesync.progress import StatusLine
+from profilesync.ops.backfill import VerificationReport, format_report, verification_report
+from profilesync.ops.progress import StatusLine
 
 log = get_logger(__name__)
 
@@ -284,7 +284,7 @@ def _sigterm_interrupts() -> Iterator[None]:
 
 
 def run_demo(options: DemoOptions, base: Settings, out: TextIO = sys.stdout) -> int:
-    from profilesync.embedded import EmbeddedPostgres, EmbeddedRedis
+    from profilesync.devkit.embedded import EmbeddedPostgres, EmbeddedRedis
 
     started = time.monotonic()
     with ExitStack() as stack, _sigterm_interrupts():
