@@ -124,6 +124,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from profilesync.devkit.demo import DemoOptions, run_demo
+    from profilesync.devkit.discovery import ServerNotFoundError
 
     if not args.verbose:
         logs.configure("WARNING", settings.log_format)  # the progress line is the demo's output
@@ -135,7 +136,11 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         timeout=args.timeout,
         seed=args.seed,
     )
-    return run_demo(options, settings)
+    try:
+        return run_demo(options, settings)
+    except ServerNotFoundError as exc:  # nothing to run the demo on: a setup problem, like bad arguments
+        print(f"profilesync: {exc}", file=sys.stderr)
+        return 2
 
 
 def _check_names(value: str) -> set[str]:

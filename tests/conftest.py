@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -8,7 +9,24 @@ import pytest
 import redis
 
 from profilesync.config import Settings
+from profilesync.devkit import discovery
 from tests.servers import DatabaseFactory, postgres_admin_url, redis_base_url
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Find the servers the selected tests will start before the first test runs: when one is missing, the
+    session ends with one line saying what to install (exit code 2), not an error per test."""
+    fixtures = {name for item in items for name in getattr(item, "fixturenames", ())}
+    try:
+        discovery.check(
+            Settings(),
+            postgres="fault_servers" in fixtures
+            or ("pg_admin_url" in fixtures and not os.environ.get("TEST_DATABASE_URL")),
+            redis="fault_servers" in fixtures
+            or ("redis_server_url" in fixtures and not os.environ.get("TEST_REDIS_URL")),
+        )
+    except discovery.ServerNotFoundError as exc:
+        pytest.exit(f"profilesync: {exc}", returncode=2)
 
 
 @pytest.fixture(scope="session")

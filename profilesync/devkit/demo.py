@@ -284,17 +284,20 @@ def _sigterm_interrupts() -> Iterator[None]:
 
 
 def run_demo(options: DemoOptions, base: Settings, out: TextIO = sys.stdout) -> int:
+    from profilesync.devkit import discovery
     from profilesync.devkit.embedded import EmbeddedPostgres, EmbeddedRedis
 
     started = time.monotonic()
+    discovery.check(base)  # both missing servers in one line, before anything starts
     with ExitStack() as stack, _sigterm_interrupts():
         try:
-            out.write("starting embedded PostgreSQL and Redis …\n")
+            bindir, redis_binary = discovery.postgres_bindir(base), discovery.redis_server(base)
+            out.write(f"starting PostgreSQL ({bindir}) and Redis ({redis_binary}) …\n")
             out.flush()
-            pg = EmbeddedPostgres(durable=False)
+            pg = EmbeddedPostgres(durable=False, bindir=bindir)
             stack.callback(pg.destroy)
             pg.start()
-            redis_server = EmbeddedRedis()
+            redis_server = EmbeddedRedis(binary=redis_binary)
             stack.callback(redis_server.destroy)
             redis_server.start()
             logdir = Path(tempfile.mkdtemp(prefix="profilesync-demo-logs-"))

