@@ -9,6 +9,7 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 TRANSACTION_POOLER_PORT = 6543
+DEFAULT_QUEUE = "profiles"
 
 
 def is_transaction_pooler(url: str) -> bool:
@@ -48,6 +49,12 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("LISTEN_DATABASE_URL", "PROFILESYNC_LISTEN_DATABASE_URL"),
     )
 
+    queue: str = Field(
+        default=DEFAULT_QUEUE,
+        pattern=r"^[A-Za-z0-9_.:-]{1,100}$",
+        description="RQ queue name; give each project sharing one Redis its own",
+    )
+
     # publisher
     drain_batch_size: int = Field(default=2000, ge=1, description="events claimed per drain transaction")
     job_batch_size: int = Field(default=250, ge=1, description="user ids per RQ job")
@@ -80,6 +87,15 @@ class Settings(BaseSettings):
     doctor_min_workers: int = Field(default=1, ge=0, description="workers that must be alive")
     doctor_max_failed_jobs: int = Field(default=0, ge=0, description="failed jobs / events tolerated")
     doctor_max_backlog_age: float = Field(default=60.0, gt=0, description="seconds the oldest event may wait")
+
+    # metrics and health: /metrics (Prometheus) and /healthz of each publisher and worker process
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, description="serve /metrics and /healthz on this port (off when unset)"
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="address to serve them on (0.0.0.0: every interface, e.g. in a container)",
+    )
 
     # logging
     log_level: str = "INFO"

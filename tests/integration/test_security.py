@@ -22,8 +22,7 @@ from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
-from profilesync import QUEUE_NAME
-from profilesync.config import Settings
+from profilesync.config import DEFAULT_QUEUE, Settings
 from profilesync.devkit.children import Children
 from profilesync.migrate import migrate
 from profilesync.queueing import CREATE_PROFILES, profiles_queue
@@ -385,7 +384,9 @@ def test_a_pickled_job_is_refused_without_running_code(
     conn: Conn, settings: Settings, redis_conn: redis.Redis, tmp_path: Path
 ) -> None:
     marker = tmp_path / "pwned"
-    pickled = Queue(QUEUE_NAME, connection=redis_conn).enqueue(CREATE_PROFILES, args=(_CreatesAFile(marker),))
+    pickled = Queue(DEFAULT_QUEUE, connection=redis_conn).enqueue(
+        CREATE_PROFILES, args=(_CreatesAFile(marker),)
+    )
     user = signup(conn)
     profiles_queue(redis_conn).enqueue(CREATE_PROFILES, args=([str(user)],))  # a good job behind it
 
