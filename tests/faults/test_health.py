@@ -32,7 +32,9 @@ def test_healthz_turns_503_with_a_reason_while_postgres_is_down(target: Target) 
         target.servers.postgres.start()
 
     for port in ports.values():
-        assert wait_for(lambda port=port: get(port, "/healthz") == OK, timeout=30), target.procs.logs()[-3000:]
+        assert wait_for(lambda port=port: get(port, "/healthz") == OK, timeout=30), target.procs.logs()[
+            -3000:
+        ]
 
 
 def test_worker_healthz_turns_503_while_redis_is_down(target: Target) -> None:

@@ -41,7 +41,9 @@ def test_metrics_count_a_burst_of_signups_and_healthz_is_ok(
         assert get(worker, "/nothing")[0] == 404
 
         # The app's own constraint rejects one user's profile for good: a failed job and a failed event.
-        conn.execute("ALTER TABLE public.user_profiles ADD CONSTRAINT no_mallory CHECK (full_name <> 'Mallory')")
+        conn.execute(
+            "ALTER TABLE public.user_profiles ADD CONSTRAINT no_mallory CHECK (full_name <> 'Mallory')"
+        )
         bulk_signup(conn, BURST)
         signup(conn, "google", meta={"full_name": "Mallory"})
         assert wait_for(lambda: count(conn, "SELECT count(*) FROM public.user_profiles") == BURST)

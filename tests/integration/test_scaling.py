@@ -68,7 +68,11 @@ def test_worker_processes_share_a_burst_and_all_stop_on_sigterm(
         queue = profiles_queue(redis_conn)
         assert wait_for(lambda: len(Worker.all(queue=queue)) == 2), children.logs()[-3000:]
         info = subprocess.run(
-            [RQ, "info", "-u", settings.redis_url], env=_env(settings), capture_output=True, text=True, timeout=60
+            [RQ, "info", "-u", settings.redis_url],
+            env=_env(settings),
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert re.search(r"^2 workers, ", info.stdout, re.MULTILINE), info.stdout
         pids = [w.pid for w in Worker.all(queue=queue)]
@@ -92,11 +96,14 @@ def test_projects_with_their_own_queue_share_one_redis_db_without_taking_each_ot
 ) -> None:
     other_url = database_factory.create()
     try:
-        with psycopg.connect(settings.database_url, autocommit=True) as a, psycopg.connect(
-            other_url, autocommit=True
-        ) as b:
+        with (
+            psycopg.connect(settings.database_url, autocommit=True) as a,
+            psycopg.connect(other_url, autocommit=True) as b,
+        ):
             alpha = Children(_env(settings, PROFILESYNC_QUEUE="alpha"), tmp_path / "alpha")
-            beta = Children(_env(settings, PROFILESYNC_QUEUE="beta", DATABASE_URL=other_url), tmp_path / "beta")
+            beta = Children(
+                _env(settings, PROFILESYNC_QUEUE="beta", DATABASE_URL=other_url), tmp_path / "beta"
+            )
             for children in (alpha, beta):
                 Path(children.logdir).mkdir()
             alpha.start("publisher", "publisher")
@@ -116,7 +123,10 @@ def test_projects_with_their_own_queue_share_one_redis_db_without_taking_each_ot
                 assert count(b, PROFILES) == 1 and count(a, PROFILES) == 1
                 assert profiles_queue(redis_conn).count == 0  # nothing ever went to the default queue
             finally:
-                codes = {**alpha.stop(timeout=15), **{f"beta-{k}": v for k, v in beta.stop(timeout=15).items()}}
+                codes = {
+                    **alpha.stop(timeout=15),
+                    **{f"beta-{k}": v for k, v in beta.stop(timeout=15).items()},
+                }
             assert set(codes.values()) == {0}, alpha.logs()[-2000:] + beta.logs()[-2000:]
     finally:
         database_factory.drop(other_url)
