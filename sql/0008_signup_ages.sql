@@ -7,6 +7,10 @@
 -- for users recorded later, whose auth.users.created_at may be months old) to now(), the transaction time that
 -- the new profile's created_at also gets. Only users that get their profile in this call count: present,
 -- not soft-deleted, without a profile yet.
+--
+-- The batch drives the plan (unnest, then index lookups): a SQL function runs a generic plan, and with
+-- `e.user_id = ANY (user_ids)` that plan scanned every auth.users row against the array (52 ms for 250 users
+-- in a fresh database, instead of ~2).
 CREATE FUNCTION profile_sync.signup_ages(user_ids uuid[]) RETURNS double precision[]
 LANGUAGE sql
 STABLE
@@ -16,11 +20,11 @@ AS $$
   SELECT coalesce(pg_catalog.array_agg(s.age), '{}')
   FROM (
     SELECT EXTRACT(EPOCH FROM pg_catalog.now() - pg_catalog.min(e.created_at))::double precision AS age
-    FROM profile_sync.signup_events e
-    JOIN auth.users u ON u.id = e.user_id AND u.deleted_at IS NULL
-    WHERE e.user_id = ANY (user_ids)
-      AND NOT EXISTS (SELECT 1 FROM public.user_profiles p WHERE p.id = e.user_id)
-    GROUP BY e.user_id
+    FROM pg_catalog.unnest(user_ids) AS x(id)
+    JOIN profile_sync.signup_events e ON e.user_id = x.id
+    JOIN auth.users u ON u.id = x.id AND u.deleted_at IS NULL
+    WHERE NOT EXISTS (SELECT 1 FROM public.user_profiles p WHERE p.id = x.id)
+    GROUP BY x.id
   ) s
 $$;
 
