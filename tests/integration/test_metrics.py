@@ -11,6 +11,7 @@ import psycopg
 from profilesync.config import Settings
 from profilesync.devkit.children import Children
 from profilesync.devkit.embedded import free_port
+from publisher.gauges import OutboxGauges
 from tests.harness import bulk_signup, count, signup, wait_for
 from tests.scrape import get, sample
 
@@ -81,3 +82,19 @@ def test_outbox_gauges_show_a_backlog_while_no_worker_runs(
         assert age is not None and age > 0
     finally:
         children.stop(timeout=15)
+
+
+def test_outbox_gauges_query_the_database_at_most_once_per_cache_interval(
+    conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    bulk_signup(conn, 3)
+    gauges = OutboxGauges(database_url)
+    reads: list[object] = []
+    read = gauges._read
+    gauges._read = lambda: reads.append(None) or read()
+    try:
+        scrapes = [{m.name: m.samples[0].value for m in gauges.collect()} for _ in range(50)]
+    finally:
+        gauges.close()
+    assert len(reads) == 1
+    assert scrapes[-1]["profilesync_outbox_pending"] == 3

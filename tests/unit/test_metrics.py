@@ -13,6 +13,8 @@ from profilesync import metrics
 from profilesync.config import Settings
 from profilesync.devkit.embedded import free_port
 from profilesync.errors import ConfigError
+from publisher.gauges import OutboxGauges
+from publisher.service import Publisher
 from tests.scrape import get, sample
 
 
@@ -74,3 +76,17 @@ def test_container_healthcheck_exits_by_the_answer_of_healthz(
     env["PROFILESYNC_METRICS_PORT"] = str(free_port())
     nobody = subprocess.run(check, env=env, capture_output=True, text=True, timeout=60)
     assert nobody.returncode == 1 and "Connection refused" in nobody.stderr
+
+
+def test_outbox_gauges_are_left_out_while_the_database_does_not_answer() -> None:
+    gauges = OutboxGauges(f"postgresql://postgres@127.0.0.1:{free_port()}/postgres")
+    assert list(gauges.collect()) == []
+
+
+def test_publisher_health_names_what_is_wrong() -> None:
+    publisher = Publisher(Settings(safety_interval=1.0))
+    assert publisher.health() == "not connected yet"
+    publisher._down = None
+    assert publisher.health() is None
+    publisher._beat -= 13
+    assert (publisher.health() or "").startswith("publisher loop stalled: no pass for 13s")
