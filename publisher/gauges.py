@@ -73,8 +73,9 @@ class OutboxGauges(Collector):
                 self._conn = db.connect(
                     self.database_url, autocommit=True, application_name="profilesync-gauges"
                 )
-                self._conn.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
-            row = self._conn.execute(_OUTBOX).fetchone()
+            with self._conn.transaction():  # SET LOCAL: also right behind a transaction pooler
+                self._conn.execute(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}")
+                row = self._conn.execute(_OUTBOX).fetchone()
         except psycopg.Error as exc:
             log.warning("cannot read the outbox gauges", error=str(exc).partition("\n")[0])
             return None

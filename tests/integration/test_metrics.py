@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import psycopg
 from profilesync.config import Settings
 from profilesync.devkit.children import Children
 from profilesync.devkit.embedded import free_port
-from publisher.gauges import OutboxGauges
+from publisher.gauges import STATEMENT_TIMEOUT_MS, OutboxGauges
 from tests.harness import bulk_signup, count, signup, wait_for
 from tests.scrape import get, sample
 
@@ -98,3 +99,17 @@ def test_outbox_gauges_query_the_database_at_most_once_per_cache_interval(
         gauges.close()
     assert len(reads) == 1
     assert scrapes[-1]["profilesync_outbox_pending"] == 3
+
+
+def test_outbox_gauges_give_up_at_their_statement_timeout(
+    conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    gauges = OutboxGauges(database_url)
+    try:
+        with conn.transaction():
+            conn.execute("LOCK TABLE profile_sync.signup_events IN ACCESS EXCLUSIVE MODE")
+            started = time.monotonic()
+            assert list(gauges.collect()) == []  # left out of the scrape, not waited for
+            assert time.monotonic() - started < STATEMENT_TIMEOUT_MS / 1000 + 8
+    finally:
+        gauges.close()
