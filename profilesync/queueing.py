@@ -1,4 +1,4 @@
-"""The RQ side: one queue (`profiles`), JSON serializer only, jobs named by stable dotted path."""
+"""The RQ side: one queue (PROFILESYNC_QUEUE, default `profiles`), JSON serializer, jobs by dotted path."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import redis
 from rq import Queue, Retry
 from rq.serializers import JSONSerializer
 
-from profilesync import QUEUE_NAME
-from profilesync.config import Settings
+from profilesync.config import DEFAULT_QUEUE, Settings
 
 # The job function, by dotted path: the publisher never imports the worker; renaming it breaks queued jobs.
 CREATE_PROFILES = "worker.jobs.create_profiles"
@@ -23,7 +22,7 @@ def connect_redis(url: str) -> redis.Redis:
     )
 
 
-def profiles_queue(connection: redis.Redis, name: str = QUEUE_NAME) -> Queue:
+def profiles_queue(connection: redis.Redis, name: str = DEFAULT_QUEUE) -> Queue:
     return Queue(name, connection=connection, serializer=JSONSerializer)
 
 

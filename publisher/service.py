@@ -17,7 +17,7 @@ from rq import Queue
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from profilesync import db
+from profilesync import db, metrics
 from profilesync.config import Settings, is_transaction_pooler, redact
 from profilesync.errors import ConfigError
 from profilesync.logs import get_logger
@@ -77,6 +77,8 @@ class Publisher:
         self.stop = stop or threading.Event()
         self.enqueued_total = 0
         self._last_event = 0.0  # monotonic time of the last wake-up that found events
+        self._down: str | None = "not connected yet"  # why the publisher is unhealthy, None when it is not
+        self._beat = time.monotonic()  # last pass of the wait loop or drain batch
 
     # -- main loop -------------------------------------------------------------------------------------------
 
@@ -89,9 +91,19 @@ class Publisher:
                 delay = 0.0
             except (psycopg.Error, redis.RedisError, OSError) as exc:
                 delay = next_backoff(delay, self.settings.reconnect_max_delay)
+                self._down = f"connection lost: {metrics.one_line(exc)}"
                 log.warning("publisher connection lost; reconnecting", error=str(exc), retry_in=delay)
                 self.stop.wait(delay)
         log.info("publisher stopped", enqueued_total=self.enqueued_total)
+
+    def health(self) -> str | None:
+        """None while connected and looping; else why not (served on /healthz)."""
+        if self._down is not None:
+            return self._down
+        quiet = time.monotonic() - self._beat
+        if quiet > 2 * self.settings.safety_interval + 10:
+            return f"publisher loop stalled: no pass for {quiet:.0f}s"
+        return None
 
     def _session(self) -> None:
         """One connected session: LISTEN, register, drain, then wait for wake-ups until stopped or broken."""
@@ -109,6 +121,7 @@ class Publisher:
             work.execute(_FORGET_DEAD)
             work.execute(_REGISTER, (pid,))
             log.info("publisher listening", channel=CHANNEL, backend_pid=pid)
+            self._down = None
             try:
                 self.drain(work, redis_conn)
                 self.redeliver(work, redis_conn)
@@ -126,6 +139,7 @@ class Publisher:
     ) -> None:
         next_safety = time.monotonic() + self.settings.safety_interval
         while not self.stop.is_set():
+            self._beat = time.monotonic()
             # Announce idleness, then drain once more: a signup that committed before the flag was visible
             # did not NOTIFY, and this drain picks it up. Anything later NOTIFYs.
             work.execute(_SET_IDLE, (True, pid))
@@ -160,7 +174,7 @@ class Publisher:
         While the workers have a job still waiting in the queue, pending events are left to grow the next job.
         Returns by `until` at the latest, so the safety timer still runs.
         """
-        queue_key = profiles_queue(redis_conn).key
+        queue_key = profiles_queue(redis_conn, self.settings.queue).key
         quiet_since = time.monotonic()
         poll = LINGER_POLL
         while not self.stop.wait(poll) and time.monotonic() < until:
@@ -192,7 +206,7 @@ class Publisher:
 
     def drain(self, work: psycopg.Connection[Any], redis_conn: redis.Redis) -> int:
         """Claim pending events batch by batch and dispatch them; returns events handled."""
-        queue = profiles_queue(redis_conn)
+        queue = profiles_queue(redis_conn, self.settings.queue)
         total = 0
         while not self.stop.is_set():
             with work.transaction():
@@ -201,6 +215,8 @@ class Publisher:
                     break
                 jobs = self.dispatch(work, queue, rows)
             total += len(rows)
+            self._beat = time.monotonic()
+            metrics.EVENTS_ENQUEUED.inc(len(rows))
             log.info("events enqueued", events=len(rows), jobs=jobs)
             if len(rows) < self.settings.drain_batch_size:
                 break
@@ -216,7 +232,7 @@ class Publisher:
 
     def redeliver(self, work: psycopg.Connection[Any], redis_conn: redis.Redis) -> int:
         """Re-enqueue events whose job is gone from Redis or ended without retiring them."""
-        queue = profiles_queue(redis_conn)
+        queue = profiles_queue(redis_conn, self.settings.queue)
         with work.transaction():
             rows = work.execute(
                 _STALE, (self.settings.redeliver_after, self.settings.drain_batch_size)
@@ -230,5 +246,6 @@ class Publisher:
             if not orphans:
                 return 0
             jobs = self.dispatch(work, queue, orphans)
+        metrics.EVENTS_ENQUEUED.inc(len(orphans))
         log.warning("events redelivered", events=len(orphans), jobs=jobs)
         return len(orphans)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rq import Queue, get_current_job
 from rq.serializers import JSONSerializer
 
+from profilesync import metrics
 from profilesync.errors import ProfileSyncError
 from profilesync.logs import get_logger
 from profilesync.queueing import CREATE_PROFILES
@@ -27,7 +28,10 @@ def create_profiles(user_ids: list[str]) -> dict[str, int]:
         _split_off([value])  # one clear failed job per bad value; the rest of the batch goes on
 
     conn = runtime.connection()
-    outcome = profiles.create_profiles(conn, ids)
+    outcome = profiles.create_profiles(conn, ids, timed=runtime.settings().metrics_port is not None)
+    metrics.PROFILES_CREATED.inc(outcome.created)
+    for age in outcome.signup_ages:
+        metrics.SIGNUP_TO_PROFILE.observe(age)
     if outcome.failed and len(ids) == 1:
         user_id, error = outcome.failed[0]
         profiles.mark_failed(conn, user_id, error)

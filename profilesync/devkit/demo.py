@@ -345,7 +345,7 @@ def _run(
 
     redis_conn = connect_redis(settings.redis_url)
     stack.callback(redis_conn.close)
-    queue = profiles_queue(redis_conn)
+    queue = profiles_queue(redis_conn, settings.queue)
     monitor = db.connect(settings.database_url, autocommit=True, application_name="profilesync-demo")
     stack.enter_context(monitor)
     _await_processes(processes, monitor, queue, options.workers)

@@ -280,7 +280,7 @@ def _gather_redis(settings: Settings, facts: Facts) -> None:
             facts.maxmemory_policy = policy.get("maxmemory-policy")
         except redis.ResponseError:
             facts.maxmemory_policy = None
-        queue = profiles_queue(client)
+        queue = profiles_queue(client, settings.queue)
         facts.workers = len(Worker.all(queue=queue))
         facts.failed_jobs = FailedJobRegistry(queue=queue).count
     except redis.RedisError as exc:

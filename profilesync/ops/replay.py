@@ -1,4 +1,4 @@
-"""`profilesync replay`: requeue failed jobs of the `profiles` queue (all, or by id) once the cause is fixed.
+"""`profilesync replay`: requeue failed jobs (all, or by id) of PROFILESYNC_QUEUE once the cause is fixed.
 
 The same as `rq requeue --queue profiles -S json …`, plus a clear answer for ids that are not failed jobs.
 Replays are safe: profile creation is idempotent, and a job that fails again returns to the failed registry.

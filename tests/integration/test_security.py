@@ -22,11 +22,11 @@ from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
-from profilesync import QUEUE_NAME
-from profilesync.config import Settings
+from profilesync.config import DEFAULT_QUEUE, Settings
 from profilesync.devkit.children import Children
 from profilesync.migrate import migrate
 from profilesync.queueing import CREATE_PROFILES, profiles_queue
+from publisher.gauges import OutboxGauges
 from tests.harness import SIGNUP_KINDS, count, run_worker_burst, running_publisher, signup, wait_for
 from tests.servers import DatabaseFactory, with_dbname
 
@@ -92,10 +92,14 @@ def test_publisher_and_worker_work_as_their_roles(
         mallory = signup(admin, meta={"name": "Mallory"})
         with running_publisher(role_settings(settings, url, PUBLISHER)):
             assert wait_for(lambda: count(admin, PENDING) == 0)
-        run_worker_burst(role_settings(settings, url, WORKER))
+        # with metrics on: the worker also times the signups (signup_ages), in the same statement
+        run_worker_burst(role_settings(settings, url, WORKER).model_copy(update={"metrics_port": 9}))
 
         assert count(admin, PROFILES, (users,)) == len(SIGNUP_KINDS)
         assert count(admin, PROFILES, ([mallory],)) == 0
+        gauges = OutboxGauges(as_role(url, PUBLISHER))  # the publisher's /metrics reads the outbox as itself
+        assert {m.name: m.samples[0].value for m in gauges.collect()}["profilesync_failed_events"] == 1
+        gauges.close()
         # the worker marked the failure (its UPDATE grant) and retired the others' events (via the function)
         rows = admin.execute(
             "SELECT user_id, failed_at IS NOT NULL FROM profile_sync.signup_events"
@@ -148,6 +152,7 @@ _EXPECTED_GRANTS = {
     WORKER: {
         ("profile_sync", None, "USAGE"),
         ("profile_sync.create_profiles(uuid[])", None, "EXECUTE"),
+        ("profile_sync.signup_ages(uuid[])", None, "EXECUTE"),  # the latency histogram
         (_EVENTS, "user_id", "SELECT"),
         (_EVENTS, "failed_at", "UPDATE"),
         (_EVENTS, "last_error", "UPDATE"),
@@ -385,7 +390,9 @@ def test_a_pickled_job_is_refused_without_running_code(
     conn: Conn, settings: Settings, redis_conn: redis.Redis, tmp_path: Path
 ) -> None:
     marker = tmp_path / "pwned"
-    pickled = Queue(QUEUE_NAME, connection=redis_conn).enqueue(CREATE_PROFILES, args=(_CreatesAFile(marker),))
+    pickled = Queue(DEFAULT_QUEUE, connection=redis_conn).enqueue(
+        CREATE_PROFILES, args=(_CreatesAFile(marker),)
+    )
     user = signup(conn)
     profiles_queue(redis_conn).enqueue(CREATE_PROFILES, args=([str(user)],))  # a good job behind it
 

@@ -10,9 +10,10 @@ import pytest
 import yaml
 
 from profilesync import cli
-from profilesync.config import is_transaction_pooler
+from profilesync.config import Settings, is_transaction_pooler
 
 ROOT = Path(__file__).resolve().parents[2]
+HEALTHZ = ["CMD", "python", "-m", "profilesync.metrics"]  # GET its own /healthz (tests/unit/test_metrics.py)
 
 # `rq-dashboard --help` of rq-dashboard 0.9.0 (the version the Dockerfile pins).
 RQ_DASHBOARD_OPTIONS = {
@@ -51,7 +52,7 @@ def test_every_app_command_and_healthcheck_is_a_valid_profilesync_invocation(
         args = parser.parse_args(service["command"])  # exits (fails the test) on an unknown command or flag
         assert args.func is not None, name
         health = service.get("healthcheck", {}).get("test")
-        if health:
+        if health and health != HEALTHZ:
             assert health[:2] == ["CMD", "profilesync"], name
             assert parser.parse_args(health[2:]).command == "doctor", name
 
@@ -66,7 +67,18 @@ def test_roles(services: dict[str, Any]) -> None:
     assert "container_name" not in services["worker"]  # scalable: docker compose up --scale worker=N
     for name in ("publisher", "worker"):
         assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
-        assert services[name]["healthcheck"]["test"][2] == "doctor"
+
+
+def test_publisher_and_worker_healthchecks_probe_their_own_healthz(services: dict[str, Any]) -> None:
+    for name in ("publisher", "worker"):
+        service = services[name]
+        assert service["healthcheck"]["test"] == HEALTHZ, name
+        env = service["environment"]
+        settings = Settings(
+            metrics_port=env["PROFILESYNC_METRICS_PORT"], metrics_host=env["PROFILESYNC_METRICS_HOST"]
+        )
+        assert settings.metrics_port == 9100 and settings.metrics_host == "0.0.0.0", name
+        assert "ports" not in service  # scraped on the compose network; replicas would clash on a host port
 
 
 def test_redis_never_evicts_and_keeps_an_append_only_file(services: dict[str, Any]) -> None:

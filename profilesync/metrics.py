@@ -1,0 +1,152 @@
+"""Prometheus metrics, /metrics and /healthz of a long-running process (PROFILESYNC_METRICS_PORT).
+
+Each process registers only what it produces: the publisher its enqueued events and the outbox gauges, a
+worker its profiles, failed jobs and signup→profile latencies. Producing a figure costs a counter increment;
+anything that needs a query runs at scrape time, in the server's thread.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+from profilesync.config import Settings
+from profilesync.errors import ConfigError
+from profilesync.logs import get_logger
+
+EVENTS_ENQUEUED = Counter(
+    "profilesync_events_enqueued", "Signup events the publisher put into Redis as jobs", registry=None
+)
+PROFILES_CREATED = Counter("profilesync_profiles_created", "Profiles this worker created", registry=None)
+JOBS_FAILED = Counter(
+    "profilesync_jobs_failed", "Job executions that raised (a retried job counts each time)", registry=None
+)
+SIGNUP_TO_PROFILE = Histogram(
+    "profilesync_signup_to_profile_seconds",
+    "From a signup's outbox row (written in the signup transaction) to its profile",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800),
+    registry=None,
+)
+
+HealthCheck = Callable[[], str | None]
+"""Returns None when the process is healthy, else a one-line reason."""
+
+log = get_logger(__name__)
+
+
+def registry(collectors: Iterable[Collector]) -> CollectorRegistry:
+    """A registry of the process's own collectors, plus its CPU, memory and open files."""
+    result = CollectorRegistry()
+    ProcessCollector(registry=result)
+    for collector in collectors:
+        result.register(collector)
+    return result
+
+
+def pool_registry() -> CollectorRegistry:
+    """The metrics of a pool's forked workers, added up (prometheus_client's multiprocess mode).
+
+    Only when PROMETHEUS_MULTIPROC_DIR was set before prometheus_client was first imported (`profilesync
+    worker --processes N` does); the pool's own process produces none.
+    """
+    result = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        MultiProcessCollector(result)  # type: ignore[no-untyped-call]
+    return result
+
+
+def serve(settings: Settings, metrics: CollectorRegistry, health: HealthCheck) -> ThreadingHTTPServer | None:
+    """Serve /metrics and /healthz in a daemon thread when PROFILESYNC_METRICS_PORT is set; None otherwise."""
+    if settings.metrics_port is None:
+        return None
+    try:
+        address = (settings.metrics_host, settings.metrics_port)
+        server = ThreadingHTTPServer(address, _handler(metrics, health))
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot serve metrics on PROFILESYNC_METRICS_HOST:PROFILESYNC_METRICS_PORT "
+            f"{settings.metrics_host}:{settings.metrics_port}: {exc.strerror or exc}"
+        ) from exc
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="profilesync-metrics", daemon=True).start()
+    log.info("serving /metrics and /healthz", host=settings.metrics_host, port=server.server_address[1])
+    return server
+
+
+def one_line(exc: BaseException) -> str:
+    """An error as one line, for /healthz: its first line, or its class when it has no message."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _handler(metrics: CollectorRegistry, health: HealthCheck) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._reply(200, generate_latest(metrics), CONTENT_TYPE_LATEST)
+            elif path == "/healthz":
+                try:
+                    reason = health()
+                except Exception as exc:  # a probe that broke is itself the reason
+                    reason = f"health check failed: {one_line(exc)}"
+                if reason is None:
+                    self._reply(200, b"ok\n")
+                else:
+                    self._reply(503, reason.encode() + b"\n")
+            else:
+                self._reply(404, b"not found: try /metrics or /healthz\n")
+
+        def _reply(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass  # scrapes every few seconds would drown the process's own logs
+
+    return Handler
+
+
+def probe(settings: Settings) -> tuple[bool, str]:
+    """GET /healthz of the process serving on PROFILESYNC_METRICS_PORT here: (healthy, its answer)."""
+    if settings.metrics_port is None:
+        return False, "PROFILESYNC_METRICS_PORT is not set"
+    host = "127.0.0.1" if settings.metrics_host in ("0.0.0.0", "") else settings.metrics_host
+    url = f"http://{host}:{settings.metrics_port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return True, response.read().decode().strip()
+    except urllib.error.HTTPError as exc:
+        return False, exc.read().decode().strip()
+    except OSError as exc:
+        return False, f"{url}: {one_line(exc)}"
+
+
+def main() -> int:
+    """`python -m profilesync.metrics`: a container healthcheck; exit 0 when /healthz answers 200."""
+    healthy, answer = probe(Settings())
+    print(answer, file=sys.stdout if healthy else sys.stderr)
+    return 0 if healthy else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

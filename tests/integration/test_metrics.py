@@ -1,0 +1,115 @@
+"""/metrics and /healthz of the real `profilesync publisher` and `profilesync worker` processes."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from profilesync.config import Settings
+from profilesync.devkit.children import Children
+from profilesync.devkit.embedded import free_port
+from publisher.gauges import STATEMENT_TIMEOUT_MS, OutboxGauges
+from tests.harness import bulk_signup, count, signup, wait_for
+from tests.scrape import get, sample
+
+BURST = 40
+
+
+def test_metrics_count_a_burst_of_signups_and_healthz_is_ok(
+    conn: psycopg.Connection[Any], settings: Settings, tmp_path: Path
+) -> None:
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "PROFILESYNC_SAFETY_INTERVAL": "0.5",
+        "PROFILESYNC_LOG_FORMAT": "json",
+    }
+    publisher, worker = free_port(), free_port()
+    children = Children(env, tmp_path)
+    children.start("publisher", "publisher", env={"PROFILESYNC_METRICS_PORT": str(publisher)})
+    children.start("worker", "worker", env={"PROFILESYNC_METRICS_PORT": str(worker)})
+    try:
+        for port in (publisher, worker):
+            assert wait_for(lambda port=port: get(port, "/healthz") == (200, "ok\n")), children.logs()[-3000:]
+        assert sample(publisher, "profilesync_events_enqueued_total") == 0
+        assert sample(publisher, "profilesync_outbox_pending") == 0
+        assert sample(worker, "profilesync_profiles_created_total") == 0
+        assert sample(worker, "profilesync_signup_to_profile_seconds_count") == 0
+        assert get(worker, "/nothing")[0] == 404
+
+        # The app's own constraint rejects one user's profile for good: a failed job and a failed event.
+        conn.execute(
+            "ALTER TABLE public.user_profiles ADD CONSTRAINT no_mallory CHECK (full_name <> 'Mallory')"
+        )
+        bulk_signup(conn, BURST)
+        signup(conn, "google", meta={"full_name": "Mallory"})
+        assert wait_for(lambda: count(conn, "SELECT count(*) FROM public.user_profiles") == BURST)
+
+        assert wait_for(lambda: sample(publisher, "profilesync_failed_events") == 1)
+        assert sample(publisher, "profilesync_outbox_pending") == 0
+        assert sample(publisher, "profilesync_outbox_oldest_age_seconds") == 0
+        assert sample(publisher, "profilesync_events_enqueued_total") == BURST + 1
+        assert sample(worker, "profilesync_profiles_created_total") == BURST
+        assert sample(worker, "profilesync_signup_to_profile_seconds_count") == BURST
+        latency = sample(worker, "profilesync_signup_to_profile_seconds_sum")
+        assert latency is not None and 0 < latency / BURST < 20
+        failed = sample(worker, "profilesync_jobs_failed_total")
+        assert failed is not None and failed >= 1
+        assert get(publisher, "/healthz") == (200, "ok\n")
+        assert get(worker, "/healthz") == (200, "ok\n")
+    finally:
+        codes = children.stop(timeout=15)
+    assert codes == {"publisher": 0, "worker": 0}, children.logs()[-4000:]
+
+
+def test_outbox_gauges_show_a_backlog_while_no_worker_runs(
+    conn: psycopg.Connection[Any], settings: Settings, tmp_path: Path
+) -> None:
+    env = {**os.environ, "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url}
+    port = free_port()
+    children = Children(env, tmp_path)
+    children.start("publisher", "publisher", env={"PROFILESYNC_METRICS_PORT": str(port)})
+    try:
+        assert wait_for(lambda: get(port, "/healthz") == (200, "ok\n")), children.logs()[-3000:]
+        bulk_signup(conn, 7)
+        assert wait_for(lambda: sample(port, "profilesync_events_enqueued_total") == 7)
+        assert wait_for(lambda: sample(port, "profilesync_outbox_pending") == 7)
+        age = sample(port, "profilesync_outbox_oldest_age_seconds")
+        assert age is not None and age > 0
+    finally:
+        children.stop(timeout=15)
+
+
+def test_outbox_gauges_query_the_database_at_most_once_per_cache_interval(
+    conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    bulk_signup(conn, 3)
+    gauges = OutboxGauges(database_url)
+    reads: list[object] = []
+    read = gauges._read
+    gauges._read = lambda: reads.append(None) or read()
+    try:
+        scrapes = [{m.name: m.samples[0].value for m in gauges.collect()} for _ in range(50)]
+    finally:
+        gauges.close()
+    assert len(reads) == 1
+    assert scrapes[-1]["profilesync_outbox_pending"] == 3
+
+
+def test_outbox_gauges_give_up_at_their_statement_timeout(
+    conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    gauges = OutboxGauges(database_url)
+    try:
+        with conn.transaction():
+            conn.execute("LOCK TABLE profile_sync.signup_events IN ACCESS EXCLUSIVE MODE")
+            started = time.monotonic()
+            assert list(gauges.collect()) == []  # left out of the scrape, not waited for
+            assert time.monotonic() - started < STATEMENT_TIMEOUT_MS / 1000 + 8
+    finally:
+        gauges.close()
