@@ -177,6 +177,9 @@ def test_another_users_id_is_refused_by_rls_and_creates_no_profile(conn: Conn, d
             client_insert(client, victim, sub=mallory)
         with pytest.raises(errors.InsufficientPrivilege, match="row-level security"):
             client_insert(client, victim, sub=None)  # a token without a user id
+        # Not PT404 for an id that is nobody's: the error does not tell which user ids exist.
+        with pytest.raises(errors.InsufficientPrivilege, match="row-level security"):
+            client_insert(client, uuid.uuid4(), sub=mallory)
     assert count(conn, PROFILES, ([victim],)) == 0
     assert count(conn, EVENTS, (victim,)) == 1  # the victim's signup is still the pipeline's to process
 
