@@ -148,7 +148,8 @@ def _m4_client(client: dict[str, Any] | None) -> list[str]:
         f"**M4 client** a Supabase client's insert through PostgREST (`authenticated` + JWT claims, profile "
         f"present, {client['calls']} calls): with the client guarantee's trigger vs a trigger-less twin",
         *_table(["insert", "p50 ms", "p99 ms", "round trips"], rows),
-        f"added p50: {client['added_p50_ms']} ms, added round trips: {client['added_round_trips']}",
+        f"added p50: {client['added_p50_ms']} ms (median of paired differences "
+        f"{client['added_p50_paired_ms']} ms), added round trips: {client['added_round_trips']}",
         "",
     ]
 
