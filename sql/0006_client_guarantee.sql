@@ -6,12 +6,15 @@
 -- request.jwt.claims. Those two roles are the Supabase client roles; our own ChatService and other server roles
 -- are not, and keep their contract (insert first, on 23503 wait for the readiness NOTIFY, bounded, fallback).
 --
--- How. A BEFORE INSERT row trigger, restricted by its WHEN clause to the client roles. WHEN is evaluated by the
--- executor in the caller's context (current_user is the caller's role, not this function's owner), so for every
--- other role the trigger costs one comparison and no function call. For a client role the fast path is one index
--- probe on user_profiles' primary key inside the insert's own statement: no extra round trip. Only when the
--- profile is missing does it create it, with the worker's own idempotent mapping profile_sync.create_profiles,
--- inside the client's transaction (rolled back with it if the insert fails for any other reason).
+-- How. A BEFORE INSERT row trigger, restricted by its WHEN clause to requests under a client role: the `role`
+-- setting, which PostgREST sets per request (set_config('role', ..., true), i.e. SET LOCAL ROLE). It is session
+-- state, so it also holds inside an app's own SECURITY DEFINER function called by the request (where
+-- current_user is that function's owner). Every other session (our ChatService, workers, migrations, the SQL
+-- editor) has role 'none' or its own: the trigger costs one setting lookup there and no function call. For a
+-- client the fast path is one index probe on user_profiles' primary key inside the insert's own statement: no
+-- extra round trip. Only when the profile is missing does it create it, with the worker's own idempotent
+-- mapping profile_sync.create_profiles, inside the client's transaction (rolled back with it if the insert
+-- fails for any other reason).
 --
 -- Errors an app sees (PostgREST forwards code, message, details and hint as JSON):
 --   PT404  the user does not exist in auth.users or is soft-deleted (the session's account is gone). PostgREST
@@ -58,13 +61,13 @@ REVOKE ALL ON FUNCTION profile_sync.ensure_conversation_profile() FROM PUBLIC, a
 CREATE TRIGGER profile_sync_ensure_profile
   BEFORE INSERT ON public.chat_conversations
   FOR EACH ROW
-  WHEN (CURRENT_USER = 'authenticated')
+  WHEN (pg_catalog.current_setting('role') = 'authenticated')
   EXECUTE FUNCTION profile_sync.ensure_conversation_profile('own');
 
 CREATE TRIGGER profile_sync_ensure_profile_service
   BEFORE INSERT ON public.chat_conversations
   FOR EACH ROW
-  WHEN (CURRENT_USER = 'service_role')
+  WHEN (pg_catalog.current_setting('role') = 'service_role')
   EXECUTE FUNCTION profile_sync.ensure_conversation_profile('any');
 
 -- The caller's own profile, created if missing ("seed layer 2": call it on sign-in and on every auth state

@@ -132,6 +132,24 @@ def test_200_concurrent_first_conversations_right_after_signup(
     assert count(conn, PROFILES, (users,)) == n
 
 
+def test_an_apps_own_security_definer_rpc_is_guarded_too(conn: Conn, database_url: str) -> None:
+    conn.execute(
+        """
+        CREATE FUNCTION public.start_chat(title text) RETURNS uuid
+        LANGUAGE sql SECURITY DEFINER SET search_path = ''
+        AS $$
+          INSERT INTO public.chat_conversations (user_id, title) VALUES (auth.uid(), title) RETURNING id
+        $$;
+        GRANT EXECUTE ON FUNCTION public.start_chat(text) TO authenticated;
+        """
+    )
+    user_id = signup(conn, "phone")
+    with psycopg.connect(database_url) as client, client.transaction():
+        act_as(client, "authenticated", user_id, "/rpc/start_chat")  # runs as the function's owner
+        assert client.execute("SELECT public.start_chat('hi')").fetchone() is not None
+    assert count(conn, PROFILES, ([user_id],)) == 1
+
+
 # -- users who signed up before profilesync was installed ------------------------------------------------
 
 
