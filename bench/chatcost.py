@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -75,23 +77,28 @@ def _client_guard(servers: Servers, calls: int) -> dict[str, Any]:
     ids = _users_with_profiles(url, calls + _WARMUP)
     cursor, counter = counting_cursor_factory()
     times: dict[str, list[float]] = {arm: [] for arm in _CLIENT_INSERTS}
+    cpu: dict[str, list[float]] = {arm: [] for arm in _CLIENT_INSERTS}
     trips = dict.fromkeys(_CLIENT_INSERTS, 0)
     with psycopg.connect(url, cursor_factory=cursor) as conn:
+        backend = _backend_cpu(conn)
         for i, user_id in enumerate(ids):
             claims = json.dumps({"aud": "authenticated", "sub": str(user_id), "role": "authenticated"})
             for arm in ("guarded", "raw") if i % 2 else ("raw", "guarded"):
                 before = counter.count
                 with conn.transaction():
                     conn.execute(_REQUEST, (claims,))
+                    cpu_started = backend()
                     started = time.perf_counter()
                     conn.execute(_CLIENT_INSERTS[arm], (user_id,)).fetchone()
                     elapsed = time.perf_counter() - started
+                    cpu_used = backend() - cpu_started
                 if i >= _WARMUP:
                     times[arm].append(elapsed)
+                    cpu[arm].append(cpu_used)
                     trips[arm] += counter.count - before
     guarded, raw = summary_ms(times["guarded"]), summary_ms(times["raw"])
     paired = [g - r for g, r in zip(times["guarded"], times["raw"], strict=True)]
-    return {
+    found = {
         "calls": calls,
         "guarded_insert": {**guarded, "round_trips_per_call": trips["guarded"] / calls},
         "raw_insert": {**raw, "round_trips_per_call": trips["raw"] / calls},
@@ -100,6 +107,25 @@ def _client_guard(servers: Servers, calls: int) -> dict[str, Any]:
         "added_p50_paired_ms": round(percentile(paired, 50) * 1000, 3),
         "added_round_trips": (trips["guarded"] - trips["raw"]) / calls,
     }
+    if cpu["guarded"][0] >= 0:  # the server's CPU time per insert, which other load on the box barely moves
+        cpu_p50 = {arm: percentile(used, 50) * 1000 for arm, used in cpu.items()}
+        found["added_backend_cpu_p50_ms"] = round(cpu_p50["guarded"] - cpu_p50["raw"], 3)
+    return found
+
+
+def _backend_cpu(conn: psycopg.Connection[Any]) -> Callable[[], float]:
+    """Seconds of CPU the connection's backend has run (/proc/PID/schedstat, in nanoseconds), or always -1
+    when that backend is not a process on this machine."""
+    row = conn.execute("SELECT pg_backend_pid()").fetchone()
+    assert row is not None
+    path = Path(f"/proc/{row[0]}/schedstat")
+    try:
+        local = "postgres" in (path.parent / "cmdline").read_text(errors="replace")
+    except OSError:
+        local = False
+    if not local:
+        return lambda: -1.0
+    return lambda: int(path.read_text().split()[0]) / 1e9
 
 
 def _chat_service(servers: Servers, calls: int) -> dict[str, Any]:

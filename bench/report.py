@@ -149,7 +149,8 @@ def _m4_client(client: dict[str, Any] | None) -> list[str]:
         f"present, {client['calls']} calls): with the client guarantee's trigger vs a trigger-less twin",
         *_table(["insert", "p50 ms", "p99 ms", "round trips"], rows),
         f"added p50: {client['added_p50_ms']} ms (median of paired differences "
-        f"{client['added_p50_paired_ms']} ms), added round trips: {client['added_round_trips']}",
+        f"{client['added_p50_paired_ms']} ms), added round trips: {client['added_round_trips']}, added "
+        f"server CPU per insert (p50): {client.get('added_backend_cpu_p50_ms', '-')} ms",
         "",
     ]
 

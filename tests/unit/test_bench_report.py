@@ -111,7 +111,7 @@ def test_markdown_shows_ratios_against_the_in_run_baselines() -> None:
     assert "| M4 | chat fast path adds 0 round trips | 0.00 | met |" in text
     # M4 client: the guarded insert vs its trigger-less twin
     assert "| guarded_insert | 0.25 | 0.40 | 2.00 |" in text
-    assert "added p50: 0.02 ms (median of paired differences 0.021 ms), added round trips: 0.0" in text
+    assert "added p50: 0.02 ms (median of paired differences 0.021 ms), added round trips: 0.0, " in text
     assert "| M4 | client insert guard (profile present) adds p50 <= 0.05 ms | 0.02 | met |" in text
 
 
