@@ -36,8 +36,9 @@ BEGIN
     RETURN NEW;
   END IF;
   -- A signed-in user only ever gets their own profile created. BEFORE ROW triggers run before row level
-  -- security's WITH CHECK, so for another user's id we step aside and let RLS decide: otherwise the caller would
-  -- touch another user's rows, and PT404 against RLS's 42501 would tell them which user ids exist.
+  -- security's WITH CHECK, so for another user's id we step aside and let RLS decide (inside an app's SECURITY
+  -- DEFINER function, which RLS does not restrict, the foreign key): otherwise the caller would touch another
+  -- user's rows, and PT404 against RLS's 42501 would tell them which user ids exist.
   IF TG_ARGV[0] = 'own' AND NEW.user_id IS DISTINCT FROM (SELECT auth.uid()) THEN
     RETURN NEW;
   END IF;
