@@ -133,6 +133,25 @@ def _m4(m4: dict[str, Any]) -> list[str]:
         *_table(["path", "p50 ms", "p99 ms", "round trips"], rows),
         f"added p50: {m4['added_p50_ms']} ms, added round trips: {m4['added_round_trips']}",
         "",
+        *_m4_client(m4.get("client")),
+    ]
+
+
+def _m4_client(client: dict[str, Any] | None) -> list[str]:
+    if not client:
+        return []
+    rows = [
+        [name, client[name]["p50_ms"], client[name]["p99_ms"], client[name]["round_trips_per_call"]]
+        for name in ("guarded_insert", "raw_insert")
+    ]
+    return [
+        f"**M4 client** a Supabase client's insert through PostgREST (`authenticated` + JWT claims, profile "
+        f"present, {client['calls']} calls): with the client guarantee's trigger vs a trigger-less twin",
+        *_table(["insert", "p50 ms", "p99 ms", "round trips"], rows),
+        f"added p50: {client['added_p50_ms']} ms (median of paired differences "
+        f"{client['added_p50_paired_ms']} ms), added round trips: {client['added_round_trips']}, added "
+        f"server CPU per insert (p50): {client.get('added_backend_cpu_p50_ms', '-')} ms",
+        "",
     ]
 
 

@@ -27,7 +27,7 @@ from profilesync.devkit.children import Children
 from profilesync.migrate import migrate
 from profilesync.queueing import CREATE_PROFILES, profiles_queue
 from publisher.gauges import OutboxGauges
-from tests.harness import SIGNUP_KINDS, count, run_worker_burst, running_publisher, signup, wait_for
+from tests.harness import SIGNUP_KINDS, act_as, count, run_worker_burst, running_publisher, signup, wait_for
 from tests.servers import DatabaseFactory, with_dbname
 
 Conn = psycopg.Connection[Any]
@@ -280,12 +280,6 @@ def test_every_function_of_ours_pins_an_empty_search_path(conn: Conn) -> None:
 # -- row level security ------------------------------------------------------------------------------------
 
 
-def _as(conn: Conn, role: str, user_id: uuid.UUID | None) -> None:
-    conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role)))
-    claims = json.dumps({"sub": str(user_id), "role": role}) if user_id else ""
-    conn.execute("SELECT set_config('request.jwt.claims', %s, true)", (claims,))
-
-
 @pytest.fixture
 def two_users(conn: Conn) -> tuple[uuid.UUID, uuid.UUID]:
     alice, bob = signup(conn, "google"), signup(conn, "github")
@@ -300,21 +294,21 @@ def test_rls_a_signed_in_user_sees_and_edits_only_their_own_profile(
 ) -> None:
     alice, bob = two_users
     with conn.transaction(force_rollback=True):
-        _as(conn, "authenticated", alice)
+        act_as(conn, "authenticated", alice)
         assert [r[0] for r in conn.execute("SELECT id FROM public.user_profiles")] == [alice]
         own = conn.execute("UPDATE public.user_profiles SET full_name = 'Ada' WHERE id = %s", (alice,))
         other = conn.execute("UPDATE public.user_profiles SET full_name = 'Eve' WHERE id = %s", (bob,))
         assert (own.rowcount, other.rowcount) == (1, 0)
     with conn.transaction(force_rollback=True):
-        _as(conn, "authenticated", alice)
+        act_as(conn, "authenticated", alice)
         with pytest.raises(errors.InsufficientPrivilege):  # not a column a user edits
             conn.execute("UPDATE public.user_profiles SET email = 'x@example.com' WHERE id = %s", (alice,))
     with conn.transaction(force_rollback=True):
-        _as(conn, "authenticated", alice)
+        act_as(conn, "authenticated", alice)
         with pytest.raises(errors.InsufficientPrivilege):
             conn.execute("INSERT INTO public.user_profiles (id) VALUES (gen_random_uuid())")
     with conn.transaction(force_rollback=True):
-        _as(conn, "authenticated", None)  # no JWT: auth.uid() is NULL
+        act_as(conn, "authenticated", None)  # a token without sub: auth.uid() is NULL
         assert count(conn, "SELECT count(*) FROM public.user_profiles") == 0
     assert count(conn, "SELECT count(*) FROM public.user_profiles WHERE full_name IN ('Ada', 'Eve')") == 0
 
@@ -325,7 +319,7 @@ def test_rls_a_signed_in_user_sees_starts_and_deletes_only_their_own_conversatio
     alice, bob = two_users
     conversations = "SELECT count(*) FROM public.chat_conversations WHERE user_id = %s"
     with conn.transaction(force_rollback=True):
-        _as(conn, "authenticated", alice)
+        act_as(conn, "authenticated", alice)
         assert [r[0] for r in conn.execute("SELECT user_id FROM public.chat_conversations")] == [alice]
         conn.execute("INSERT INTO public.chat_conversations (user_id, title) VALUES (%s, 'mine')", (alice,))
         assert count(conn, conversations, (alice,)) == 2
@@ -334,7 +328,7 @@ def test_rls_a_signed_in_user_sees_starts_and_deletes_only_their_own_conversatio
             conn.execute("DELETE FROM public.chat_conversations WHERE user_id = %s", (alice,)).rowcount == 2
         )
     with conn.transaction(force_rollback=True):
-        _as(conn, "authenticated", alice)
+        act_as(conn, "authenticated", alice)
         with pytest.raises(errors.InsufficientPrivilege, match="row-level security"):
             conn.execute("INSERT INTO public.chat_conversations (user_id) VALUES (%s)", (bob,))
     assert count(conn, conversations, (bob,)) == 1
@@ -347,12 +341,12 @@ def test_rls_anon_gets_nothing(conn: Conn, two_users: tuple[uuid.UUID, uuid.UUID
     select, delete = sql.SQL("SELECT count(*) FROM {}").format(name), sql.SQL("DELETE FROM {}").format(name)
     for statement in (select, delete):
         with pytest.raises(errors.InsufficientPrivilege), conn.transaction():
-            _as(conn, "anon", alice)  # even a forged sub claim
+            act_as(conn, "anon", alice)  # even a forged sub claim
             conn.execute(statement)
     with conn.transaction(force_rollback=True):
         # Supabase's default privileges grant anon everything on public tables: RLS still shows it nothing.
         conn.execute(sql.SQL("GRANT ALL ON {} TO anon").format(name))
-        _as(conn, "anon", alice)
+        act_as(conn, "anon", alice)
         assert conn.execute(select).fetchone() == (0,)
         assert conn.execute(delete).rowcount == 0
     assert conn.execute(select).fetchone() == (2,)

@@ -51,6 +51,14 @@ def _results() -> dict[str, Any]:
             "raw_insert": {"p50_ms": 0.2, "p99_ms": 0.3, "round_trips_per_call": 1.0},
             "added_p50_ms": 0.0,
             "added_round_trips": 0.0,
+            "client": {
+                "calls": 5,
+                "guarded_insert": {"p50_ms": 0.25, "p99_ms": 0.4, "round_trips_per_call": 2.0},
+                "raw_insert": {"p50_ms": 0.23, "p99_ms": 0.35, "round_trips_per_call": 2.0},
+                "added_p50_ms": 0.02,
+                "added_p50_paired_ms": 0.021,
+                "added_round_trips": 0.0,
+            },
         },
         "M6": {
             "batched": {
@@ -101,6 +109,10 @@ def test_markdown_shows_ratios_against_the_in_run_baselines() -> None:
     # the verdicts, failures stand out
     assert "| M6 | >= 1,000 profiles/s per worker process | 999 | **NOT met** |" in text
     assert "| M4 | chat fast path adds 0 round trips | 0.00 | met |" in text
+    # M4 client: the guarded insert vs its trigger-less twin
+    assert "| guarded_insert | 0.25 | 0.40 | 2.00 |" in text
+    assert "added p50: 0.02 ms (median of paired differences 0.021 ms), added round trips: 0.0, " in text
+    assert "| M4 | client insert guard (profile present) adds p50 <= 0.05 ms | 0.02 | met |" in text
 
 
 def test_write_files(tmp_path: Path) -> None:

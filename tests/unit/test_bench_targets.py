@@ -2,7 +2,7 @@ from typing import Any
 
 import pytest
 
-from bench.targets import IDLE_CORES_MAX, NOTIFY_WAKE_MAX_MS, targets
+from bench.targets import CLIENT_GUARD_MAX_MS, IDLE_CORES_MAX, NOTIFY_WAKE_MAX_MS, targets
 
 
 def _verdicts(results: dict[str, Any]) -> dict[str, tuple[float | None, bool]]:
@@ -80,6 +80,23 @@ def test_m4_and_m6() -> None:
     verdicts = _verdicts(results)
     assert verdicts["M4 chat fast pa"] == (0.01, False)
     assert verdicts["M6 >= 1,000 pro"] == (1000.0, True)
+
+
+@pytest.mark.parametrize(
+    ("added_ms", "added_trips", "verdicts"),
+    [(CLIENT_GUARD_MAX_MS, 0.0, [True, True]), (0.051, 0.0, [False, True]), (0.01, 1.0, [True, False])],
+)
+def test_m4_client_guard(added_ms: float, added_trips: float, verdicts: list[bool]) -> None:
+    client = {"added_p50_ms": added_ms, "added_round_trips": added_trips}
+    found = targets({"M4": {"added_round_trips": 0.0, "client": client}})
+    assert [(t["target"], t["measured"], t["met"]) for t in found[1:]] == [
+        (
+            f"client insert guard (profile present) adds p50 <= {CLIENT_GUARD_MAX_MS} ms",
+            added_ms,
+            verdicts[0],
+        ),
+        ("client insert guard adds 0 round trips", added_trips, verdicts[1]),
+    ]
 
 
 def test_nothing_measured_nothing_judged() -> None:
