@@ -71,6 +71,12 @@ class Settings(BaseSettings):
         ge=1,
         description="seconds a job may run (a batch takes tens of ms); bounds a killed worker's recovery",
     )
+    metadata_policy: Literal["fill-null", "overwrite", "off"] = Field(
+        default="fill-null",
+        description="how a change of raw_user_meta_data reaches an existing profile's full_name and "
+        "avatar_url: fill-null fills fields still NULL (never overwrites the user's edits), overwrite lets "
+        "the metadata's values win, off ignores it after creation; email always follows auth.users.email",
+    )
     failure_ttl: int = Field(default=30 * 24 * 3600, ge=60, description="seconds failed jobs stay replayable")
     worker_maintenance_interval: int = Field(
         default=60,

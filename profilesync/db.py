@@ -33,7 +33,7 @@ def connect(
 
 def is_transient(exc: BaseException) -> bool:
     """True for errors worth retrying: lost connections, serialization failures, deadlocks, shutdowns."""
-    if isinstance(exc, psycopg.OperationalError | psycopg.errors.ForeignKeyViolation):
+    if isinstance(exc, psycopg.OperationalError):
         return True
     if isinstance(exc, psycopg.Error):
         sqlstate = exc.sqlstate or ""

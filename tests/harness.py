@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.types.json import Jsonb
 from rq.serializers import JSONSerializer
 from rq.worker import SimpleWorker
@@ -119,6 +120,68 @@ def act_as(conn: psycopg.Connection[Any], role: str, user_id: uuid.UUID | None, 
     )
 
 
+@contextmanager
+def auth_server(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """A transaction as Supabase's auth server runs it: role supabase_auth_admin, search_path auth."""
+    with conn.transaction():
+        conn.execute("SET LOCAL ROLE supabase_auth_admin")
+        conn.execute("SET LOCAL search_path = auth")
+        yield
+
+
+def gotrue_update(conn: psycopg.Connection[Any], user_id: uuid.UUID, **columns: Any) -> None:
+    """One UPDATE as GoTrue's ORM writes it (UpdateOnly): the named columns and updated_at, nothing else."""
+    assignments = sql.SQL(", ").join(
+        sql.SQL("{} = {}").format(sql.Identifier(name), sql.Placeholder()) for name in columns
+    )
+    values = [Jsonb(v) if isinstance(v, dict) else v for v in columns.values()]
+    conn.execute(
+        sql.SQL('UPDATE "users" AS users SET {}, "updated_at" = now() WHERE users.id = %s').format(
+            assignments
+        ),
+        [*values, user_id],
+    )
+
+
+def gotrue_signup(conn: psycopg.Connection[Any], kind: str = "email", **overrides: Any) -> uuid.UUID:
+    """One signup transaction as GoTrue runs it: INSERT with role '', UPDATE role, and (except for anonymous
+    users) UPDATE raw_user_meta_data to the identity data merged with the app's data."""
+    spec = {**SIGNUP_KINDS[kind], **overrides}
+    user_id: uuid.UUID = spec.get("id") or uuid.uuid4()
+    email = spec.get("email")
+    if email and kind == "email" and "email" not in overrides:
+        email = f"{user_id.hex[:8]}@example.com"
+    phone = spec.get("phone")
+    if phone and "phone" not in overrides:
+        phone = f"1555{user_id.int % 10**7:07d}"
+    anonymous = spec.get("is_anonymous", False)
+    app_data = spec.get("data", {})
+    with auth_server(conn):
+        conn.execute(
+            """
+            INSERT INTO "users" ("instance_id", "id", "aud", "role", "email", "phone", "encrypted_password",
+                                 "raw_app_meta_data", "raw_user_meta_data", "is_sso_user", "is_anonymous",
+                                 "created_at", "updated_at")
+            VALUES ('00000000-0000-0000-0000-000000000000', %s, 'authenticated', '', %s, %s, '', %s, %s,
+                    %s, %s, now(), now())
+            """,
+            (
+                user_id,
+                email,
+                phone,
+                Jsonb({} if anonymous else {"provider": kind, "providers": [kind]}),
+                Jsonb(app_data),
+                spec.get("is_sso_user", False),
+                anonymous,
+            ),
+        )
+        gotrue_update(conn, user_id, role="authenticated")
+        if not anonymous:
+            identity = {"sub": str(user_id), "email": email, "email_verified": False, "phone_verified": False}
+            gotrue_update(conn, user_id, raw_user_meta_data={**spec.get("meta", {}), **identity, **app_data})
+    return user_id
+
+
 def bulk_signup(conn: psycopg.Connection[Any], count: int) -> None:
     """`count` email signups in one INSERT statement."""
     conn.execute(
@@ -142,6 +205,12 @@ def running_publisher(settings: Settings) -> Iterator[Publisher]:
         publisher.stop.set()
         thread.join(timeout=10)
         assert not thread.is_alive(), "publisher did not stop"
+
+
+def drain_once(settings: Settings) -> int:
+    """One publisher drain: pending events → RQ jobs."""
+    with psycopg.connect(settings.database_url, autocommit=True) as work:
+        return Publisher(settings).drain(work, connect_redis(settings.redis_url))
 
 
 def run_worker_burst(settings: Settings) -> None:

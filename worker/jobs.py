@@ -20,7 +20,8 @@ class PermanentJobError(ProfileSyncError):
 
 
 def create_profiles(user_ids: list[str]) -> dict[str, int]:
-    """Create the profiles of a batch of users. Idempotent: replays and duplicates change nothing."""
+    """Bring a batch of users' profiles in step with auth.users (created at signup, updated after a change,
+    scrubbed after a soft delete). Idempotent: replays and duplicates change nothing."""
     ids, invalid = parse_user_ids(user_ids)
     if len(invalid) == 1 and not ids:
         _fail_permanently(f"not a user id (UUID): {invalid[0]}")
@@ -28,7 +29,10 @@ def create_profiles(user_ids: list[str]) -> dict[str, int]:
         _split_off([value])  # one clear failed job per bad value; the rest of the batch goes on
 
     conn = runtime.connection()
-    outcome = profiles.create_profiles(conn, ids, timed=runtime.settings().metrics_port is not None)
+    settings = runtime.settings()
+    outcome = profiles.create_profiles(
+        conn, ids, settings.metadata_policy, timed=settings.metrics_port is not None
+    )
     metrics.PROFILES_CREATED.inc(outcome.created)
     for age in outcome.signup_ages:
         metrics.SIGNUP_TO_PROFILE.observe(age)
@@ -42,6 +46,8 @@ def create_profiles(user_ids: list[str]) -> dict[str, int]:
     result = {
         "created": outcome.created,
         "existing": len(ids) - outcome.created - outcome.missing - len(outcome.failed),
+        "updated": outcome.updated,
+        "scrubbed": outcome.scrubbed,
         "missing": outcome.missing,
         "failed": len(outcome.failed) + len(invalid),
     }

@@ -1,4 +1,4 @@
-"""Profile creation against PostgreSQL: one set-based call per batch, bisected when a batch fails for good."""
+"""Profiles against PostgreSQL: one set-based call per batch, bisected when a batch fails for good."""
 
 from __future__ import annotations
 
@@ -14,24 +14,29 @@ from profilesync.db import is_transient
 @dataclass
 class Outcome:
     created: int = 0
+    updated: int = 0
+    scrubbed: int = 0
     missing: int = 0
     failed: list[tuple[uuid.UUID, str]] = field(default_factory=list)
     signup_ages: list[float] = field(default_factory=list)  # seconds since signup of each profile created
 
 
 # With timing: the same call, plus the signup ages of the users about to get a profile. One statement, so
-# signup_ages reads the rows as they were before create_profiles inserts profiles and deletes events.
-_CREATE = "SELECT created, missing, NULL FROM profile_sync.create_profiles(%(ids)s)"
-_CREATE_TIMED = """
-SELECT r.created, r.missing, a.ages
-FROM profile_sync.signup_ages(%(ids)s) AS a(ages), profile_sync.create_profiles(%(ids)s) AS r
+# signup_ages reads the rows as they were before sync_profiles inserts profiles and deletes events.
+_SYNC = (
+    "SELECT created, updated, scrubbed, missing, NULL FROM profile_sync.sync_profiles(%(ids)s, %(policy)s)"
+)
+_SYNC_TIMED = """
+SELECT r.created, r.updated, r.scrubbed, r.missing, a.ages
+FROM profile_sync.signup_ages(%(ids)s) AS a(ages), profile_sync.sync_profiles(%(ids)s, %(policy)s) AS r
 """
 
 
 def create_profiles(
-    conn: psycopg.Connection[Any], user_ids: list[uuid.UUID], *, timed: bool = False
+    conn: psycopg.Connection[Any], user_ids: list[uuid.UUID], metadata_policy: str, *, timed: bool = False
 ) -> Outcome:
-    """Create missing profiles for `user_ids`; a user deleted from auth.users counts as missing, not failed.
+    """Bring the profiles of `user_ids` in step with auth.users: create missing ones, apply the metadata
+    policy to existing ones, scrub soft-deleted users'. A user deleted from auth.users is missing, not failed.
 
     `timed` also returns each new profile's signup age (for the latency histogram), at a few index lookups
     per user.
@@ -40,16 +45,18 @@ def create_profiles(
     users that fail on their own are isolated, so every other user still gets a profile.
     """
     outcome = Outcome()
-    _create(conn, user_ids, outcome, _CREATE_TIMED if timed else _CREATE)
+    _create(conn, user_ids, metadata_policy, outcome, _SYNC_TIMED if timed else _SYNC)
     return outcome
 
 
-def _create(conn: psycopg.Connection[Any], user_ids: list[uuid.UUID], outcome: Outcome, query: str) -> None:
+def _create(
+    conn: psycopg.Connection[Any], user_ids: list[uuid.UUID], policy: str, outcome: Outcome, query: str
+) -> None:
     if not user_ids:
         return
     try:
         with conn.transaction():
-            row = conn.execute(query, {"ids": user_ids}).fetchone()
+            row = conn.execute(query, {"ids": user_ids, "policy": policy}).fetchone()
     except psycopg.Error as exc:
         if is_transient(exc) or conn.broken:
             raise
@@ -57,13 +64,15 @@ def _create(conn: psycopg.Connection[Any], user_ids: list[uuid.UUID], outcome: O
             outcome.failed.append((user_ids[0], describe(exc)))
             return
         middle = len(user_ids) // 2
-        _create(conn, user_ids[:middle], outcome, query)
-        _create(conn, user_ids[middle:], outcome, query)
+        _create(conn, user_ids[:middle], policy, outcome, query)
+        _create(conn, user_ids[middle:], policy, outcome, query)
         return
     assert row is not None
     outcome.created += row[0]
-    outcome.missing += row[1]
-    outcome.signup_ages.extend(row[2] or ())
+    outcome.updated += row[1]
+    outcome.scrubbed += row[2]
+    outcome.missing += row[3]
+    outcome.signup_ages.extend(row[4] or ())
 
 
 def describe(exc: psycopg.Error) -> str:

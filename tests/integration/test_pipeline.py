@@ -15,12 +15,13 @@ from structlog.testing import capture_logs
 
 from profilesync.config import Settings
 from profilesync.migrate import available, migrate
-from profilesync.queueing import CREATE_PROFILES, connect_redis, profiles_queue
+from profilesync.queueing import CREATE_PROFILES, profiles_queue
 from publisher.service import Publisher
 from tests.harness import (
     SIGNUP_KINDS,
     bulk_signup,
     count,
+    drain_once,
     run_worker_burst,
     running_publisher,
     signup,
@@ -35,11 +36,6 @@ WITHOUT_PROFILE = (
 )
 
 Conn = psycopg.Connection[Any]
-
-
-def drain_once(settings: Settings) -> int:
-    with psycopg.connect(settings.database_url, autocommit=True) as work:
-        return Publisher(settings).drain(work, connect_redis(settings.redis_url))
 
 
 def test_bulk_signup_in_one_statement_gives_each_user_exactly_one_profile(
@@ -184,7 +180,7 @@ def test_a_user_deleted_before_the_job_runs_is_done_not_failed(
     assert FailedJobRegistry(queue=queue).count == 0
     finished = queue.finished_job_registry.get_job_ids()
     result = Job.fetch(finished[0], connection=redis_conn, serializer=JSONSerializer).return_value()
-    assert result == {"created": 1, "existing": 0, "missing": 1, "failed": 0}
+    assert result == {"created": 1, "existing": 0, "updated": 0, "scrubbed": 0, "missing": 1, "failed": 0}
     assert count(conn, PROFILES) == 1
     assert count(conn, EVENTS) == 0
     assert kept != deleted

@@ -15,7 +15,6 @@ from profilesync.db import is_transient
         errors.DeadlockDetected(),
         errors.AdminShutdown(),
         errors.TooManyConnections(),
-        errors.ForeignKeyViolation(),  # the user was deleted while we inserted: retry re-reads auth.users
         ConnectionResetError(),
     ],
 )
@@ -25,7 +24,15 @@ def test_transient_errors_are_retried(exc: BaseException) -> None:
 
 @pytest.mark.parametrize(
     "exc",
-    [errors.CheckViolation(), errors.InvalidTextRepresentation(), errors.UndefinedTable(), ValueError("x")],
+    [
+        errors.CheckViolation(),
+        errors.InvalidTextRepresentation(),
+        errors.UndefinedTable(),
+        # sync_profiles locks the users it reads, so a user deleted meanwhile is missing, never 23503; a
+        # foreign key that still fails is a real defect: bisected and failed once, not retried in a storm
+        errors.ForeignKeyViolation(),
+        ValueError("x"),
+    ],
 )
 def test_permanent_errors_are_not(exc: BaseException) -> None:
     assert not is_transient(exc)
