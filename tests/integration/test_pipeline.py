@@ -273,8 +273,8 @@ def test_migrations_are_recorded_and_idempotent(conn: Conn) -> None:
 
 
 def test_migrate_refuses_a_database_without_auth_users(pg_admin_url: str) -> None:
+    from profilesync.db import with_dbname
     from profilesync.errors import MigrationError
-    from tests.servers import with_dbname
 
     name = f"noauth_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(pg_admin_url, autocommit=True) as admin:

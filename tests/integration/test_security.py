@@ -11,7 +11,6 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -28,22 +27,13 @@ from profilesync.migrate import migrate
 from profilesync.queueing import CREATE_PROFILES, profiles_queue
 from publisher.gauges import OutboxGauges
 from tests.harness import SIGNUP_KINDS, act_as, count, run_worker_burst, running_publisher, signup, wait_for
-from tests.servers import DatabaseFactory, with_dbname
+from tests.servers import OWNER, DatabaseFactory, as_role, create_owned_database
 
 Conn = psycopg.Connection[Any]
 
 WORKER, PUBLISHER = "profilesync_worker", "profilesync_publisher"
-OWNER = "profilesync_test_owner"  # a non-superuser migration owner, like Supabase's `postgres`
 PENDING = "SELECT count(*) FROM profile_sync.signup_events WHERE enqueued_at IS NULL"
 PROFILES = "SELECT count(*) FROM public.user_profiles WHERE id = ANY(%s)"
-
-
-def as_role(url: str, role: str, password: str | None = None) -> str:
-    """The URL with another user (the test servers trust local connections: a password is not checked)."""
-    parts = urlsplit(url)
-    host = parts.hostname or "127.0.0.1"
-    auth = f"{role}:{password}" if password else role
-    return urlunsplit(parts._replace(netloc=f"{auth}@{host}:{parts.port or 5432}"))
 
 
 def role_settings(settings: Settings, database_url: str, role: str) -> Settings:
@@ -52,22 +42,8 @@ def role_settings(settings: Settings, database_url: str, role: str) -> Settings:
 
 @pytest.fixture
 def owned_database_url(database_factory: DatabaseFactory) -> Iterator[str]:
-    """A fresh database owned and migrated by a role that is not a superuser (as on Supabase)."""
-    admin_url = database_factory.admin_url
-    name = f"profilesync_owned_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(
-            f"""
-            DO $$ BEGIN
-              CREATE ROLE {OWNER} LOGIN NOSUPERUSER;
-            EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
-            END $$
-            """
-        )
-        admin.execute(
-            sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(OWNER))
-        )
-    url = with_dbname(admin_url, name)
+    """A fresh database owned, not only migrated, by the non-superuser OWNER (as on Supabase)."""
+    url = create_owned_database(database_factory.admin_url, f"profilesync_owned_{uuid.uuid4().hex[:12]}")
     try:
         with psycopg.connect(as_role(url, OWNER), autocommit=True) as owner:
             migrate(owner, dev_auth_stub=True)
