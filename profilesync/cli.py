@@ -55,10 +55,10 @@ def cmd_uninstall(args: argparse.Namespace, settings: Settings) -> int:
         result = uninstall(conn, drop_tables=args.drop_tables)
     for line in result.removed:
         print(f"removed {line}")
-    for line in result.kept:
-        print(f"kept {line}")
     if not result.removed:
         print("nothing of profilesync's was installed")
+    for line in result.kept:
+        print(f"kept {line}")
     return 0
 
 
