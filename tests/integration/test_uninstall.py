@@ -8,6 +8,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from profilesync import cli, logs
 from profilesync.devkit.embedded import EmbeddedPostgres
@@ -33,10 +34,21 @@ END $$
 """
 
 
-@pytest.fixture
-def cluster() -> Iterator[EmbeddedPostgres]:
+@pytest.fixture(scope="module")
+def private_cluster() -> Iterator[EmbeddedPostgres]:
     with EmbeddedPostgres(durable=False) as server:
         yield server
+
+
+@pytest.fixture
+def cluster(private_cluster: EmbeddedPostgres) -> Iterator[EmbeddedPostgres]:
+    """The module's cluster; the databases a test made are dropped after it, so no grant outlives its test."""
+    yield private_cluster
+    with psycopg.connect(private_cluster.url, autocommit=True) as admin:
+        for (name,) in admin.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'app\\_%'"
+        ).fetchall():
+            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture
