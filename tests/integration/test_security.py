@@ -23,10 +23,11 @@ from rq.serializers import JSONSerializer
 
 from profilesync.config import DEFAULT_QUEUE, Settings
 from profilesync.devkit.children import Children
+from profilesync.devkit.signups import KINDS
 from profilesync.migrate import migrate
 from profilesync.queueing import CREATE_PROFILES, profiles_queue
 from publisher.gauges import OutboxGauges
-from tests.harness import SIGNUP_KINDS, act_as, count, run_worker_burst, running_publisher, signup, wait_for
+from tests.harness import act_as, count, run_worker_burst, running_publisher, signup, wait_for
 from tests.servers import OWNER, DatabaseFactory, as_role, create_owned_database
 
 Conn = psycopg.Connection[Any]
@@ -64,14 +65,14 @@ def test_publisher_and_worker_work_as_their_roles(
         admin.execute(
             "ALTER TABLE public.user_profiles ADD CONSTRAINT no_mallory CHECK (full_name <> 'Mallory')"
         )
-        users = [signup(admin, kind) for kind in SIGNUP_KINDS]
-        mallory = signup(admin, meta={"name": "Mallory"})
+        users = [signup(admin, kind) for kind in KINDS]
+        mallory = signup(admin, user_meta={"name": "Mallory"})
         with running_publisher(role_settings(settings, url, PUBLISHER)):
             assert wait_for(lambda: count(admin, PENDING) == 0)
         # with metrics on: the worker also times the signups (signup_ages), in the same statement
         run_worker_burst(role_settings(settings, url, WORKER).model_copy(update={"metrics_port": 9}))
 
-        assert count(admin, PROFILES, (users,)) == len(SIGNUP_KINDS)
+        assert count(admin, PROFILES, (users,)) == len(KINDS)
         assert count(admin, PROFILES, ([mallory],)) == 0
         gauges = OutboxGauges(as_role(url, PUBLISHER))  # the publisher's /metrics reads the outbox as itself
         assert {m.name: m.samples[0].value for m in gauges.collect()}["profilesync_failed_events"] == 1
@@ -396,8 +397,8 @@ def test_logs_of_a_pipeline_run_hold_no_emails_or_passwords(
     children.start("publisher", "publisher", env={"DATABASE_URL": as_role(database_url, PUBLISHER, password)})
     children.start("worker", "worker", env={"DATABASE_URL": as_role(database_url, WORKER, password)})
     try:
-        users = [signup(conn, kind) for kind in SIGNUP_KINDS for _ in range(2)]
-        mallory = signup(conn, email="mallory@evil.example", meta={"name": "Mallory"})
+        users = [signup(conn, kind) for kind in KINDS for _ in range(2)]
+        mallory = signup(conn, email="mallory@evil.example", user_meta={"name": "Mallory"})
         assert wait_for(lambda: count(conn, PROFILES, (users,)) == len(users))
         failed = (
             "SELECT count(*) FROM profile_sync.signup_events WHERE user_id = %s AND failed_at IS NOT NULL"

@@ -24,8 +24,9 @@ import pytest
 from psycopg import sql
 
 from profilesync.db import with_dbname
+from profilesync.devkit.signups import KINDS
 from profilesync.migrate import available
-from tests.harness import SIGNUP_KINDS, count, signup, wait_for
+from tests.harness import count, signup, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("profilesync", "publisher", "worker", "chat")
@@ -140,7 +141,7 @@ def test_the_installed_wheel_migrates_runs_a_burst_and_passes_doctor(
     assert len(list((tmp_path / "supabase").glob("*_profilesync_*.sql"))) == len(available()), emitted.stdout
 
     with psycopg.connect(scratch_url, autocommit=True) as conn:
-        users = [signup(conn, kind) for kind in SIGNUP_KINDS for _ in range(5)]
+        users = [signup(conn, kind) for kind in KINDS for _ in range(5)]
         log = (tmp_path / "publisher.log").open("wb")
         publisher = subprocess.Popen(
             [bin_dir / "profilesync", "publisher"], cwd=tmp_path, env=env, stdout=log, stderr=log
