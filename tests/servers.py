@@ -79,7 +79,7 @@ def redis_base_url() -> Iterator[str]:
 
 
 class DatabaseFactory:
-    """Builds the template database once (owned and migrated by OWNER); clones it per test."""
+    """Builds the template database once (owned and migrated by OWNER); clones it per test, owned by OWNER."""
 
     def __init__(self, admin_url: str) -> None:
         self.admin_url = admin_url
@@ -92,8 +92,8 @@ class DatabaseFactory:
         name = f"profilesync_test_{uuid.uuid4().hex[:12]}"
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
             conn.execute(
-                sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                    sql.Identifier(name), sql.Identifier(self.template)
+                sql.SQL("CREATE DATABASE {} TEMPLATE {} OWNER {}").format(
+                    sql.Identifier(name), sql.Identifier(self.template), sql.Identifier(OWNER)
                 )
             )
         return with_dbname(self.admin_url, name)
