@@ -8,16 +8,19 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PROFILESYNC_LOG_FORMAT=json
 
-WORKDIR /app
-# Editable install: the migrations are read from /app/sql at run time.
+# A regular (non-editable) install from a build directory that is removed afterwards: the SQL migrations
+# travel inside the package (profilesync.sql), nothing is read from a source tree at run time.
+WORKDIR /build
 COPY pyproject.toml README.md ./
 COPY profilesync/ profilesync/
 COPY publisher/ publisher/
 COPY worker/ worker/
 COPY chat/ chat/
 COPY sql/ sql/
-RUN pip install -e . \
+RUN pip install . \
+ && rm -rf /build \
  && useradd --system --uid 10001 --no-create-home profilesync
+WORKDIR /app
 
 USER profilesync
 ENTRYPOINT ["profilesync"]

@@ -14,9 +14,10 @@ from psycopg_pool import ConnectionPool
 
 from bench.counting import counting_cursor_factory
 from bench.servers import Servers
-from bench.stats import percentile, summary_ms
+from bench.stats import summary_ms
 from chat import ChatService
 from profilesync.config import Settings
+from profilesync.devkit.stats import percentile
 
 _RAW_INSERT = "INSERT INTO public.chat_conversations (user_id, title) VALUES (%s, %s) RETURNING id"
 _USERS_WITH_PROFILES = """

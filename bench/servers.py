@@ -21,12 +21,9 @@ import redis
 from psycopg import sql
 
 from bench.cpu import parse_proc_stat
+from profilesync.db import with_dbname
 from profilesync.devkit.embedded import EmbeddedPostgres, EmbeddedRedis
 from profilesync.migrate import migrate
-
-
-def with_dbname(url: str, dbname: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{dbname}"))
 
 
 def with_redis_db(url: str, db: int) -> str:

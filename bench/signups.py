@@ -1,7 +1,8 @@
 """Signup load: open-loop senders and burst clients, each a process with its own autocommit connection.
 
-A signup is one INSERT INTO auth.users shaped like Supabase's for a Google sign-in; emails carry a tag so a
-scenario's figures can be read back from the database (clock: the database's own `now()`).
+A signup is one INSERT INTO auth.users shaped like Supabase's for a Google sign-in (the devkit's simulated
+signup, shared with the demo and the tests); emails carry a tag so a scenario's figures can be read back from
+the database (clock: the database's own `now()`).
 """
 
 from __future__ import annotations
@@ -9,19 +10,12 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.queues
 import time
-import uuid
 from typing import Any
 
 import psycopg
-from psycopg.types.json import Jsonb
 
 from bench.schedule import open_loop_offsets, split
-
-INSERT_USER = """
-INSERT INTO auth.users (id, aud, role, email, raw_user_meta_data, raw_app_meta_data, created_at)
-VALUES (%s, 'authenticated', 'authenticated', %s, %s, '{"provider": "google"}', now())
-"""
-_META = Jsonb({"full_name": "Bench User", "avatar_url": "https://lh3.googleusercontent.com/a/bench.jpg"})
+from profilesync.devkit.signups import insert_signup, make_signup
 
 # The same signup for pgbench (M3), one per transaction.
 PGBENCH_SCRIPT = """\\set r random(1, 2000000000)
@@ -33,8 +27,9 @@ VALUES (gen_random_uuid(), 'authenticated', 'authenticated', 'pgb' || :r || '@be
 
 
 def signup(conn: psycopg.Connection[Any], tag: str) -> None:
-    user_id = uuid.uuid4()
-    conn.execute(INSERT_USER, (user_id, f"{tag}-{user_id.hex[:12]}@bench.example", _META), prepare=True)
+    simulated = make_signup("google")
+    tagged = simulated.replace(email=f"{tag}-{simulated.id.hex[:12]}@bench.example")
+    insert_signup(conn, tagged, prepare=True)
 
 
 def _open_loop_sender(url: str, tag: str, offsets: list[float], start: float, out: Any) -> None:

@@ -1,23 +1,10 @@
-"""Pure statistics for the benchmark: percentiles, rates, ratios."""
+"""Pure statistics for the benchmark: latency summaries, rates, ratios (percentiles from the devkit)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0..100) by linear interpolation between closest ranks (numpy's default)."""
-    if not values:
-        raise ValueError("percentile of no values")
-    if not 0 <= q <= 100:
-        raise ValueError(f"percentile out of range: {q}")
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q / 100
-    lower = math.floor(position)
-    upper = math.ceil(position)
-    fraction = position - lower
-    return ordered[lower] + (ordered[upper] - ordered[lower]) * fraction
+from profilesync.devkit.stats import percentile
 
 
 def summary_ms(seconds: Sequence[float]) -> dict[str, float]:

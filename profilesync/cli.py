@@ -10,6 +10,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from profilesync import db, logs
@@ -22,11 +23,42 @@ Command = Callable[[argparse.Namespace, Settings], int]
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     from profilesync.migrate import migrate
 
+    if args.emit_supabase is not None:
+        return _emit_supabase(args.emit_supabase)
     with db.connect(settings.database_url, autocommit=True) as conn:
         applied = migrate(conn, dev_auth_stub=args.dev_auth_stub)
     print(
         f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else " (up to date)")
     )
+    return 0
+
+
+def _emit_supabase(directory: Path) -> int:
+    from profilesync.ops import supabase
+
+    written = supabase.emit(directory)
+    for path in written:
+        print(path)
+    versions = " ".join(path.name.split("_", 1)[0] for path in written)
+    print(
+        f"wrote {len(written)} Supabase migration file(s); apply them with `supabase db push`. On a database "
+        "that `profilesync migrate` already set up, record them instead: "
+        f"supabase migration repair --status applied {versions}"
+    )
+    return 0
+
+
+def cmd_uninstall(args: argparse.Namespace, settings: Settings) -> int:
+    from profilesync.ops.uninstall import uninstall
+
+    with db.connect(settings.database_url, autocommit=True, application_name="profilesync-uninstall") as conn:
+        result = uninstall(conn, drop_tables=args.drop_tables)
+    for line in result.removed:
+        print(f"removed {line}")
+    if not result.removed:
+        print("nothing of profilesync's was installed")
+    for line in result.kept:
+        print(f"kept {line}")
     return 0
 
 
@@ -189,7 +221,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dev-auth-stub", action="store_true", help="create a Supabase-like auth schema (plain Postgres)"
     )
+    p.add_argument(
+        "--emit-supabase",
+        type=Path,
+        metavar="DIR",
+        help="write the migrations as Supabase CLI files into DIR (e.g. supabase/migrations) instead",
+    )
     p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("uninstall", help="remove the trigger, schema profile_sync, policies and roles")
+    data = p.add_mutually_exclusive_group()
+    data.add_argument(
+        "--keep-data",
+        dest="drop_tables",
+        action="store_false",
+        help="keep public.user_profiles and public.chat_conversations with their rows (the default)",
+    )
+    data.add_argument(
+        "--drop-tables",
+        dest="drop_tables",
+        action="store_true",
+        help="also drop public.user_profiles and public.chat_conversations, rows included",
+    )
+    p.set_defaults(func=cmd_uninstall, drop_tables=False)
 
     p = sub.add_parser("publisher", help="LISTEN for signups and enqueue profile jobs")
     p.set_defaults(func=cmd_publisher)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
@@ -29,6 +30,11 @@ def connect(
     return psycopg.connect(
         url, autocommit=autocommit, application_name=application_name, connect_timeout=10, **KEEPALIVES
     )
+
+
+def with_dbname(url: str, dbname: str) -> str:
+    """The same PostgreSQL URL (user, host, options) for another database."""
+    return urlunsplit(urlsplit(url)._replace(path=f"/{dbname}"))
 
 
 def is_transient(exc: BaseException) -> bool:

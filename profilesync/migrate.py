@@ -1,10 +1,17 @@
-"""Apply sql/NNNN_*.sql in order, once each, recorded in profile_sync.schema_migrations."""
+"""Apply the packaged SQL migrations (sql/NNNN_*.sql) in order, once each, recorded in
+profile_sync.schema_migrations.
+
+The top-level sql/ directory of the source tree is installed as the package `profilesync.sql` (see
+pyproject.toml), so a wheel carries the same files a reader finds in the repository; they are read with
+importlib.resources, never from a path relative to this file.
+"""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import Any
 
 import psycopg
@@ -12,14 +19,14 @@ import psycopg
 from profilesync.errors import MigrationError
 from profilesync.logs import get_logger
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
-AUTH_STUB = SQL_DIR / "dev" / "auth_stub.sql"
+SQL_PACKAGE = "profilesync.sql"
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 _LOCK_KEY = 0x70726F66  # advisory lock shared by concurrent migrators
 
 log = get_logger(__name__)
 
-_BOOTSTRAP = """
+# The bookkeeping table, created before the first migration (and by every file of --emit-supabase).
+BOOTSTRAP = """\
 CREATE SCHEMA IF NOT EXISTS profile_sync;
 CREATE TABLE IF NOT EXISTS profile_sync.schema_migrations (
   version text PRIMARY KEY,
@@ -27,27 +34,47 @@ CREATE TABLE IF NOT EXISTS profile_sync.schema_migrations (
   applied_at timestamptz NOT NULL DEFAULT now()
 );
 """
+RECORD = "INSERT INTO profile_sync.schema_migrations (version, name) VALUES (%s, %s)"
 
 
 @dataclass(frozen=True)
 class Migration:
     version: str
-    name: str
-    path: Path
+    name: str  # the file name without .sql, e.g. 0002_outbox
+    resource: Traversable
+
+    @property
+    def filename(self) -> str:
+        return self.resource.name
+
+    def read(self) -> str:
+        return self.resource.read_text(encoding="utf-8")
 
 
-def available(sql_dir: Path = SQL_DIR) -> list[Migration]:
-    if not sql_dir.is_dir():
-        raise MigrationError(
-            f"SQL directory {sql_dir} not found (install profilesync from a source checkout)"
-        )
+def _sql_files() -> Traversable:
+    try:
+        return resources.files(SQL_PACKAGE)
+    except ModuleNotFoundError as exc:
+        raise MigrationError(f"package data {SQL_PACKAGE} is missing: reinstall profilesync") from exc
+
+
+def available() -> list[Migration]:
     found = []
-    for path in sorted(sql_dir.glob("*.sql")):
-        match = _NAME.match(path.name)
+    for entry in sorted(_sql_files().iterdir(), key=lambda e: e.name):
+        if not entry.is_file() or not entry.name.endswith(".sql"):
+            continue
+        match = _NAME.match(entry.name)
         if match is None:
-            raise MigrationError(f"{path.name} is not named NNNN_name.sql")
-        found.append(Migration(match.group(1), path.stem, path))
+            raise MigrationError(f"{entry.name} is not named NNNN_name.sql")
+        found.append(Migration(match.group(1), entry.name.removesuffix(".sql"), entry))
+    if not found:
+        raise MigrationError(f"no migrations in package data {SQL_PACKAGE}: reinstall profilesync")
     return found
+
+
+def auth_stub() -> str:
+    """The dev auth stub (sql/dev/auth_stub.sql): a Supabase-like auth schema for plain PostgreSQL."""
+    return _sql_files().joinpath("dev", "auth_stub.sql").read_text(encoding="utf-8")
 
 
 def applied(conn: psycopg.Connection[Any]) -> set[str]:
@@ -58,20 +85,18 @@ def applied(conn: psycopg.Connection[Any]) -> set[str]:
     return {row[0] for row in conn.execute("SELECT version FROM profile_sync.schema_migrations")}
 
 
-def pending(conn: psycopg.Connection[Any], sql_dir: Path = SQL_DIR) -> list[Migration]:
+def pending(conn: psycopg.Connection[Any]) -> list[Migration]:
     done = applied(conn)
-    return [m for m in available(sql_dir) if m.version not in done]
+    return [m for m in available() if m.version not in done]
 
 
-def migrate(
-    conn: psycopg.Connection[Any], *, dev_auth_stub: bool = False, sql_dir: Path = SQL_DIR
-) -> list[str]:
+def migrate(conn: psycopg.Connection[Any], *, dev_auth_stub: bool = False) -> list[str]:
     """Apply pending migrations, each in its own transaction. Returns the names applied."""
     conn.autocommit = True
     conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
     try:
         if dev_auth_stub:
-            conn.execute((sql_dir / "dev" / AUTH_STUB.name).read_text())
+            conn.execute(auth_stub().encode())
             log.info("auth stub applied")
         has_auth = conn.execute("SELECT to_regclass('auth.users') IS NOT NULL").fetchone()
         if not has_auth or not has_auth[0]:
@@ -79,18 +104,15 @@ def migrate(
                 "auth.users does not exist: point DATABASE_URL at a Supabase database, "
                 "or run `profilesync migrate --dev-auth-stub` on plain PostgreSQL"
             )
-        conn.execute(_BOOTSTRAP)
+        conn.execute(BOOTSTRAP.encode())
         names = []
-        for migration in pending(conn, sql_dir):
+        for migration in pending(conn):
             try:
                 with conn.transaction():
-                    conn.execute(migration.path.read_text())
-                    conn.execute(
-                        "INSERT INTO profile_sync.schema_migrations (version, name) VALUES (%s, %s)",
-                        (migration.version, migration.name),
-                    )
+                    conn.execute(migration.read().encode())
+                    conn.execute(RECORD, (migration.version, migration.name))
             except psycopg.Error as exc:
-                raise MigrationError(f"{migration.path.name}: {exc}") from exc
+                raise MigrationError(f"{migration.filename}: {exc}") from exc
             log.info("migration applied", migration=migration.name)
             names.append(migration.name)
         return names

@@ -17,69 +17,18 @@ from rq.serializers import JSONSerializer
 from rq.worker import SimpleWorker
 
 from profilesync.config import Settings
+from profilesync.devkit.signups import insert_signup, make_signup
 from profilesync.queueing import connect_redis, profiles_queue
 from publisher.service import Publisher
 from worker import runtime
 
-# raw_user_meta_data / columns as Supabase's auth server writes them for each kind of signup.
-SIGNUP_KINDS: dict[str, dict[str, Any]] = {
-    "email": {"email": "ada@example.com", "meta": {"email": "ada@example.com", "email_verified": False}},
-    "phone": {"email": None, "phone": "15550001111", "meta": {"phone_verified": False}},
-    "anonymous": {"email": None, "is_anonymous": True, "meta": {}},
-    "google": {
-        "email": "grace@gmail.com",
-        "meta": {
-            "iss": "https://accounts.google.com",
-            "name": "Grace Hopper",
-            "full_name": "Grace Hopper",
-            "picture": "https://lh3.googleusercontent.com/a/photo.jpg",
-            "avatar_url": "https://lh3.googleusercontent.com/a/photo.jpg",
-            "email": "grace@gmail.com",
-        },
-    },
-    "github": {
-        "email": "linus@users.noreply.github.com",
-        "meta": {
-            "user_name": "torvalds",
-            "preferred_username": "torvalds",
-            "avatar_url": "https://avatars.githubusercontent.com/u/1024025",
-        },
-    },
-    "sso": {
-        "email": "alan@corp.example",
-        "is_sso_user": True,
-        "meta": {"custom_claims": {}, "name": "Alan Turing"},
-    },
-}
 
-
-def signup(conn: psycopg.Connection[Any], kind: str = "email", **overrides: Any) -> uuid.UUID:
-    """Insert one auth.users row as Supabase's auth server would for this kind of signup."""
-    spec = {**SIGNUP_KINDS[kind], **overrides}
-    user_id = spec.get("id") or uuid.uuid4()
-    email = spec.get("email")
-    if email and kind == "email" and "email" not in overrides:
-        email = f"{user_id.hex[:8]}@example.com"
-    phone = spec.get("phone")
-    if phone and "phone" not in overrides:
-        phone = f"1555{user_id.int % 10**7:07d}"
-    conn.execute(
-        """
-        INSERT INTO auth.users (id, aud, role, email, phone, raw_user_meta_data, raw_app_meta_data,
-                                is_anonymous, is_sso_user, created_at)
-        VALUES (%s, 'authenticated', 'authenticated', %s, %s, %s, %s, %s, %s, now())
-        """,
-        (
-            user_id,
-            email,
-            phone,
-            Jsonb(spec.get("meta", {})),
-            Jsonb({"provider": kind}),
-            spec.get("is_anonymous", False),
-            spec.get("is_sso_user", False),
-        ),
-    )
-    return user_id  # type: ignore[no-any-return]
+def signup(conn: psycopg.Connection[Any], kind: str = "email", **changes: Any) -> uuid.UUID:
+    """Insert one auth.users row as Supabase's auth server would for this kind of signup (devkit.signups);
+    `changes` replace fields of the simulated Signup (email, user_meta, ...)."""
+    simulated = make_signup(kind).replace(**changes)
+    insert_signup(conn, simulated)
+    return simulated.id
 
 
 def jwt_claims(role: str, user_id: uuid.UUID | None) -> dict[str, Any]:
@@ -143,19 +92,11 @@ def gotrue_update(conn: psycopg.Connection[Any], user_id: uuid.UUID, **columns: 
     )
 
 
-def gotrue_signup(conn: psycopg.Connection[Any], kind: str = "email", **overrides: Any) -> uuid.UUID:
+def gotrue_signup(conn: psycopg.Connection[Any], kind: str = "email", **changes: Any) -> uuid.UUID:
     """One signup transaction as GoTrue runs it: INSERT with role '', UPDATE role, and (except for anonymous
-    users) UPDATE raw_user_meta_data to the identity data merged with the app's data."""
-    spec = {**SIGNUP_KINDS[kind], **overrides}
-    user_id: uuid.UUID = spec.get("id") or uuid.uuid4()
-    email = spec.get("email")
-    if email and kind == "email" and "email" not in overrides:
-        email = f"{user_id.hex[:8]}@example.com"
-    phone = spec.get("phone")
-    if phone and "phone" not in overrides:
-        phone = f"1555{user_id.int % 10**7:07d}"
-    anonymous = spec.get("is_anonymous", False)
-    app_data = spec.get("data", {})
+    users) UPDATE raw_user_meta_data to the identity data merged with the app's data. `changes` replace fields
+    of the simulated Signup (devkit.signups), as for `signup`."""
+    simulated = make_signup(kind).replace(**changes)
     with auth_server(conn):
         conn.execute(
             """
@@ -166,20 +107,25 @@ def gotrue_signup(conn: psycopg.Connection[Any], kind: str = "email", **override
                     %s, %s, now(), now())
             """,
             (
-                user_id,
-                email,
-                phone,
-                Jsonb({} if anonymous else {"provider": kind, "providers": [kind]}),
-                Jsonb(app_data),
-                spec.get("is_sso_user", False),
-                anonymous,
+                simulated.id,
+                simulated.email,
+                simulated.phone,
+                Jsonb({} if simulated.is_anonymous else {"provider": kind, "providers": [kind]}),
+                Jsonb(simulated.user_meta),
+                simulated.is_sso_user,
+                simulated.is_anonymous,
             ),
         )
-        gotrue_update(conn, user_id, role="authenticated")
-        if not anonymous:
-            identity = {"sub": str(user_id), "email": email, "email_verified": False, "phone_verified": False}
-            gotrue_update(conn, user_id, raw_user_meta_data={**spec.get("meta", {}), **identity, **app_data})
-    return user_id
+        gotrue_update(conn, simulated.id, role="authenticated")
+        if not simulated.is_anonymous:
+            identity = {
+                "sub": str(simulated.id),
+                "email": simulated.email,
+                "email_verified": False,
+                "phone_verified": False,
+            }
+            gotrue_update(conn, simulated.id, raw_user_meta_data={**simulated.user_meta, **identity})
+    return simulated.id
 
 
 def bulk_signup(conn: psycopg.Connection[Any], count: int) -> None:

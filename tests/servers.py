@@ -2,6 +2,11 @@
 
 Each test gets its own database, cloned from a template built once (migrations + auth stub), and an empty
 Redis database. TEST_REDIS_URL's database is flushed before every test: point it at a scratch database.
+
+The template is owned and migrated by OWNER, a role that is not a superuser (LOGIN CREATEROLE, like hosted
+Supabase's `postgres`), so every suite runs on objects a non-superuser created: a migration step that only a
+superuser may take fails the whole run, not one dedicated test. The tests themselves connect as the admin
+URL's user (the machine's `postgres`, or the embedded cluster's), as a platform operator would.
 """
 
 from __future__ import annotations
@@ -10,18 +15,47 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
 
+from profilesync.db import with_dbname
 from profilesync.devkit.embedded import EmbeddedPostgres, EmbeddedRedis
 from profilesync.migrate import migrate
 
+OWNER = "profilesync_suite_owner"
 
-def with_dbname(url: str, dbname: str) -> str:
+
+def as_role(url: str, role: str, password: str | None = None) -> str:
+    """The URL with another user (the test servers trust local connections: a password is not checked)."""
     parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{dbname}"))
+    host = parts.hostname or "127.0.0.1"
+    auth = f"{role}:{password}" if password else role
+    return urlunsplit(parts._replace(netloc=f"{auth}@{host}:{parts.port or 5432}"))
+
+
+def ensure_owner(admin: psycopg.Connection[Any]) -> None:
+    """Create OWNER unless it exists (roles are cluster-wide: another run may have made it, concurrently)."""
+    admin.execute(
+        f"""
+        DO $$ BEGIN
+          CREATE ROLE {OWNER} LOGIN NOSUPERUSER CREATEROLE;
+        EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+        END $$
+        """
+    )
+
+
+def create_owned_database(admin_url: str, name: str) -> str:
+    """An empty database owned by OWNER (as a Supabase project's database is by `postgres`); its URL."""
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        ensure_owner(admin)
+        admin.execute(
+            sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(OWNER))
+        )
+    return with_dbname(admin_url, name)
 
 
 @contextmanager
@@ -45,22 +79,21 @@ def redis_base_url() -> Iterator[str]:
 
 
 class DatabaseFactory:
-    """Builds the template database once; clones it per test."""
+    """Builds the template database once (owned and migrated by OWNER); clones it per test, owned by OWNER."""
 
     def __init__(self, admin_url: str) -> None:
         self.admin_url = admin_url
         self.template = f"profilesync_tpl_{uuid.uuid4().hex[:10]}"
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.template)))
-        with psycopg.connect(with_dbname(admin_url, self.template), autocommit=True) as conn:
+        url = create_owned_database(admin_url, self.template)
+        with psycopg.connect(as_role(url, OWNER), autocommit=True) as conn:
             migrate(conn, dev_auth_stub=True)
 
     def create(self) -> str:
         name = f"profilesync_test_{uuid.uuid4().hex[:12]}"
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
             conn.execute(
-                sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                    sql.Identifier(name), sql.Identifier(self.template)
+                sql.SQL("CREATE DATABASE {} TEMPLATE {} OWNER {}").format(
+                    sql.Identifier(name), sql.Identifier(self.template), sql.Identifier(OWNER)
                 )
             )
         return with_dbname(self.admin_url, name)

@@ -12,7 +12,6 @@ Like cli.py this is a composition root: it may import chat, publisher and worker
 
 from __future__ import annotations
 
-import math
 import os
 import random
 import shutil
@@ -31,10 +30,11 @@ from types import FrameType
 from typing import Any, TextIO
 
 import psycopg
-from psycopg.types.json import Jsonb
 
 from profilesync.config import Settings
 from profilesync.devkit.children import Children
+from profilesync.devkit.signups import Signup, insert_signup, make_signup, mixed_kinds
+from profilesync.devkit.stats import percentile
 from profilesync.errors import ProfileSyncError
 from profilesync.logs import get_logger
 from profilesync.ops.backfill import VerificationReport, format_report, verification_report
@@ -47,90 +47,12 @@ class DemoError(ProfileSyncError):
     """The demo could not run"""
 
 
-# -- pure: the simulated signups ----------------------------------------------------------------------------
-
-# Relative frequency of each kind of signup in the simulation.
-KIND_WEIGHTS: dict[str, int] = {
-    "email": 40,
-    "google": 20,
-    "anonymous": 15,
-    "github": 10,
-    "phone": 10,
-    "sso": 5,
-}
-
-
-@dataclass(frozen=True)
-class Signup:
-    """An auth.users row as Supabase's auth server writes it for one kind of signup."""
-
-    id: uuid.UUID
-    kind: str
-    email: str | None
-    phone: str | None
-    user_meta: dict[str, Any]
-    is_anonymous: bool = False
-    is_sso_user: bool = False
-
-
-def make_signup(kind: str, user_id: uuid.UUID) -> Signup:
-    tag = user_id.hex[:8]
-    match kind:
-        case "email":
-            email = f"user-{tag}@example.com"
-            return Signup(user_id, kind, email, None, {"email": email, "email_verified": False})
-        case "phone":
-            return Signup(user_id, kind, None, f"1555{user_id.int % 10**7:07d}", {"phone_verified": False})
-        case "anonymous":
-            return Signup(user_id, kind, None, None, {}, is_anonymous=True)
-        case "google":
-            email = f"g-{tag}@gmail.com"
-            picture = f"https://lh3.googleusercontent.com/a/{tag}.jpg"
-            meta = {
-                "iss": "https://accounts.google.com",
-                "name": f"Grace {tag}",
-                "full_name": f"Grace {tag}",
-                "picture": picture,
-                "avatar_url": picture,
-                "email": email,
-                "email_verified": True,
-            }
-            return Signup(user_id, kind, email, None, meta)
-        case "github":
-            meta = {
-                "user_name": f"octo-{tag}",
-                "preferred_username": f"octo-{tag}",
-                "avatar_url": f"https://avatars.githubusercontent.com/u/{user_id.int % 10**8}",
-            }
-            return Signup(user_id, kind, f"{tag}@users.noreply.github.com", None, meta)
-        case "sso":
-            meta = {"custom_claims": {}, "name": f"Alan {tag}"}
-            return Signup(user_id, kind, f"alan-{tag}@corp.example", None, meta, is_sso_user=True)
-    raise ValueError(f"unknown signup kind {kind!r}")
-
-
-def mixed_kinds(count: int, rng: random.Random) -> list[str]:
-    """`count` signup kinds drawn by KIND_WEIGHTS, every kind present when count allows."""
-    kinds = list(KIND_WEIGHTS)
-    drawn = rng.choices(kinds, weights=list(KIND_WEIGHTS.values()), k=max(0, count - len(kinds)))
-    mixed = kinds[: min(count, len(kinds))] + drawn
-    rng.shuffle(mixed)
-    return mixed
-
-
 # -- pure: statistics and what the operator sees -------------------------------------------------------------
 
 
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """The q-th percentile (0-100) by linear interpolation between closest ranks; None for no values."""
-    if not values:
-        return None
-    if not 0 <= q <= 100:
-        raise ValueError("q must be within 0..100")
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100
-    low, high = math.floor(rank), math.ceil(rank)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+def _pct(values: Sequence[float], q: float) -> float | None:
+    """A percentile, or None before there are values (the progress line shows `-`)."""
+    return percentile(values, q) if values else None
 
 
 def _ms(value: float | None) -> str:
@@ -213,12 +135,12 @@ def format_summary(outcome: Outcome, report: VerificationReport) -> str:
         f"  chat failures           {outcome.chat_failures:>10,}",
         f"  failed jobs             {outcome.failed_jobs:>10,}",
         "  signup → profile        "
-        f"p50 {_ms(percentile(outcome.profile_ms, 50))}  p99 {_ms(percentile(outcome.profile_ms, 99))}  "
+        f"p50 {_ms(_pct(outcome.profile_ms, 50))}  p99 {_ms(_pct(outcome.profile_ms, 99))}  "
         f"max {_ms(max(outcome.profile_ms, default=None))}",
         "  signup insert           "
-        f"p50 {_ms(percentile(outcome.signup_ms, 50))}  p99 {_ms(percentile(outcome.signup_ms, 99))}",
+        f"p50 {_ms(_pct(outcome.signup_ms, 50))}  p99 {_ms(_pct(outcome.signup_ms, 99))}",
         "  chat (incl. wait)       "
-        f"p50 {_ms(percentile(outcome.chat_ms, 50))}  p99 {_ms(percentile(outcome.chat_ms, 99))}",
+        f"p50 {_ms(_pct(outcome.chat_ms, 50))}  p99 {_ms(_pct(outcome.chat_ms, 99))}",
         f"  total run time          {outcome.total_seconds:>9.1f}s",
     ]
     found = problems(outcome, report)
@@ -228,12 +150,6 @@ def format_summary(outcome: Outcome, report: VerificationReport) -> str:
 
 # -- I/O ----------------------------------------------------------------------------------------------------
 
-_INSERT_USER = """
-INSERT INTO auth.users (instance_id, id, aud, role, email, phone, raw_user_meta_data, raw_app_meta_data,
-                        is_anonymous, is_sso_user, created_at, updated_at)
-VALUES ('00000000-0000-0000-0000-000000000000', %s, 'authenticated', 'authenticated', %s, %s, %s, %s, %s, %s,
-        now(), now())
-"""
 _PROFILE_LATENCIES = """
 SELECT extract(epoch FROM p.created_at - u.created_at)::float8 * 1000
 FROM public.user_profiles p JOIN auth.users u ON u.id = p.id
@@ -248,21 +164,6 @@ class DemoOptions:
     rate: float = 250.0  # signups per second; 0 = as fast as the clients go
     timeout: float = 60.0  # seconds to wait for the last profiles after the last signup
     seed: int = 1
-
-
-def insert_signup(conn: psycopg.Connection[Any], s: Signup) -> None:
-    conn.execute(
-        _INSERT_USER,
-        (
-            s.id,
-            s.email,
-            s.phone,
-            Jsonb(s.user_meta),
-            Jsonb({"provider": s.kind, "providers": [s.kind]}),
-            s.is_anonymous,
-            s.is_sso_user,
-        ),
-    )
 
 
 class _Interrupted(Exception):
@@ -443,8 +344,8 @@ def _sample(monitor: psycopg.Connection[Any], queue: Any, outcome: Outcome, star
         target=outcome.target,
         profiles=len(latencies),
         queued=int(queue.count),
-        latency_p50=percentile(latencies, 50),
-        latency_p99=percentile(latencies, 99),
+        latency_p50=_pct(latencies, 50),
+        latency_p99=_pct(latencies, 99),
         chats=outcome.chats,
         failed=_failed_jobs(queue) + outcome.chat_failures,
     )

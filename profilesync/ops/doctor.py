@@ -18,6 +18,7 @@ from rq.registry import FailedJobRegistry
 from profilesync import db
 from profilesync.config import Settings, is_transaction_pooler, redact
 from profilesync.migrate import pending
+from profilesync.ops import objects
 from profilesync.queueing import connect_redis, profiles_queue
 
 Status = Literal["ok", "warn", "fail"]
@@ -27,6 +28,7 @@ CHECKS = (
     "database",
     "migrations",
     "trigger",
+    "objects",
     "listen_url",
     "redis",
     "redis_policy",
@@ -36,7 +38,7 @@ CHECKS = (
     "failed_events",
     "users_without_profiles",
 )
-_DATABASE_CHECKS = ("migrations", "trigger", "backlog", "failed_events", "users_without_profiles")
+_DATABASE_CHECKS = ("migrations", "trigger", "objects", "backlog", "failed_events", "users_without_profiles")
 _REDIS_CHECKS = ("redis_policy", "workers", "failed_jobs")
 
 _TRIGGER = """
@@ -67,6 +69,7 @@ class Facts:
     trigger_enabled: str | None = (
         None  # pg_trigger.tgenabled: O/A fire, D disabled, R replica only; "" missing
     )
+    missing_objects: list[str] | None = None  # objects.missing(): tables, functions, triggers, grants
     maxmemory_policy: str | None = None
     workers: int | None = None
     failed_jobs: int | None = None
@@ -132,6 +135,8 @@ def _evaluate_one(name: str, f: Facts, limits: Thresholds) -> Check | None:
                 f"{SIGNUP_TRIGGER} enabled",
                 f"{SIGNUP_TRIGGER} {labels.get(state, state)}: signups are not recorded",
             )
+        case "objects":
+            return _evaluate_objects(f.missing_objects or [])
         case "listen_url":
             pooled = is_transaction_pooler(f.listen_url)
             return check(
@@ -195,6 +200,13 @@ def _evaluate_one(name: str, f: Facts, limits: Thresholds) -> Check | None:
     raise ValueError(f"unknown check {name}")
 
 
+def _evaluate_objects(missing: list[str]) -> Check:
+    if not missing:
+        return Check("objects", "ok", "tables, functions, triggers and grants in place")
+    shown = "; ".join(missing[:5]) + (f"; and {len(missing) - 5} more" if len(missing) > 5 else "")
+    return Check("objects", "fail", f"missing: {shown} (run profilesync migrate, or restore them)")
+
+
 def healthy(checks: list[Check]) -> bool:
     return all(c.status != "fail" for c in checks)
 
@@ -231,6 +243,7 @@ def _gather_database(settings: Settings, facts: Facts) -> None:
         for name, read in (
             ("migrations", _read_migrations),
             ("trigger", _read_trigger),
+            ("objects", _read_objects),
             ("backlog", _read_backlog),
             ("users_without_profiles", _read_without_profiles),
         ):
@@ -249,6 +262,10 @@ def _read_migrations(conn: psycopg.Connection[Any], facts: Facts) -> None:
 def _read_trigger(conn: psycopg.Connection[Any], facts: Facts) -> None:
     row = conn.execute(_TRIGGER, (SIGNUP_TRIGGER,)).fetchone()
     facts.trigger_enabled = row[0] if row else ""
+
+
+def _read_objects(conn: psycopg.Connection[Any], facts: Facts) -> None:
+    facts.missing_objects = objects.missing(conn)
 
 
 def _read_backlog(conn: psycopg.Connection[Any], facts: Facts) -> None:

@@ -12,6 +12,7 @@ import redis
 from profilesync.devkit.children import Children
 from tests.faults.cluster import AUDIT, Servers, Target, child_env, start_servers
 from tests.faults.figures import ROWS, table
+from tests.servers import OWNER, as_role
 
 
 @pytest.fixture(scope="session")
@@ -26,7 +27,8 @@ def target(fault_servers: Servers, tmp_path: Path) -> Iterator[Target]:
     if fault_servers.redis.process is None:  # an earlier test failed while Redis was down
         fault_servers.redis.start()
     database_url = fault_servers.databases.create()
-    with psycopg.connect(database_url, autocommit=True) as conn:
+    # as the migrations' owner: create_profiles runs as that owner (SECURITY DEFINER) and fires the audit
+    with psycopg.connect(as_role(database_url, OWNER), autocommit=True) as conn:
         conn.execute(AUDIT)
     redis_conn = redis.Redis.from_url(fault_servers.redis.url)
     redis_conn.flushall()

@@ -86,7 +86,7 @@ def test_deleted_users_hostile_metadata_and_malformed_payloads_are_logged_not_fa
     procs.start("publisher", "publisher")
     assert wait_for(target.publisher_idle)
     good = [signup(target.conn, kind) for kind in ("email", "phone", "anonymous", "google", "github", "sso")]
-    hostile = [signup(target.conn, "email", meta=meta) for meta in HOSTILE_META]
+    hostile = [signup(target.conn, "email", user_meta=meta) for meta in HOSTILE_META]
     doomed = [signup(target.conn) for _ in range(50)]
     assert wait_for(lambda: target.count(PENDING) == 0)  # their jobs are queued; no worker runs yet
     target.conn.execute("DELETE FROM auth.users WHERE id = ANY(%s)", (doomed,))

@@ -23,6 +23,7 @@ from structlog.testing import capture_logs
 from chat import ChatService, Conversation, InvalidUserIdError, ProfileNotReadyError, UnknownUserError
 from chat.readiness import CHANNEL
 from profilesync.config import Settings
+from profilesync.devkit.signups import make_signup
 from profilesync.errors import ConfigError
 from tests.harness import count, running_publisher, signup, wait_for
 
@@ -234,7 +235,8 @@ def test_timeout_with_create_fallback_creates_the_mapped_profile_inline(
     row = conn.execute(
         "SELECT email, full_name, avatar_url FROM public.user_profiles WHERE id = %s", (user_id,)
     ).fetchone()
-    assert row == ("grace@gmail.com", "Grace Hopper", "https://lh3.googleusercontent.com/a/photo.jpg")
+    google = make_signup("google", user_id)
+    assert row == (google.email, google.user_meta["full_name"], google.user_meta["avatar_url"])
     # the signup's outbox event is retired, so the worker has nothing left to do
     assert count(conn, "SELECT count(*) FROM profile_sync.signup_events WHERE user_id = %s", (user_id,)) == 0
     assert count(conn, WAITERS) == 0
@@ -275,7 +277,7 @@ def test_a_profile_the_table_rejects_is_profile_not_ready_not_a_raw_error(
     conn: Conn, settings: Settings
 ) -> None:
     conn.execute("ALTER TABLE public.user_profiles ADD CONSTRAINT no_mallory CHECK (full_name <> 'Mallory')")
-    user_id = signup(conn, "google", meta={"full_name": "Mallory"})
+    user_id = signup(conn, "google", user_meta={"full_name": "Mallory"})
     with (
         chat_service(settings, chat_wait_timeout=0.0, chat_fallback="create") as (service, _),
         pytest.raises(ProfileNotReadyError, match="inline creation failed: 23514") as raised,

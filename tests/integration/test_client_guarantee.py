@@ -22,7 +22,8 @@ from psycopg_pool import ConnectionPool
 
 from profilesync.config import Settings
 from profilesync.devkit.children import Children
-from tests.harness import SIGNUP_KINDS, act_as, count, signup, wait_for
+from profilesync.devkit.signups import KINDS
+from tests.harness import act_as, count, signup, wait_for
 
 Conn = psycopg.Connection[Any]
 
@@ -89,14 +90,14 @@ def test_every_signup_kind_inserts_its_first_conversation_at_once(
 ) -> None:
     with pipeline(settings, tmp_path, workers == "running"), psycopg.connect(database_url) as client:
         users = {}
-        for kind in SIGNUP_KINDS:
+        for kind in KINDS:
             user_id = signup(conn, kind)  # autocommit: committed when this returns
             row = client_insert(client, user_id)
             users[kind] = user_id
             assert row is not None and row[1] == user_id and row[2] == "first chat", kind
     for kind, user_id in users.items():
         assert conn.execute(PROFILE, (user_id,)).fetchone() == mapped_profile(conn, user_id), kind
-    assert count(conn, "SELECT count(*) FROM public.chat_conversations") == len(SIGNUP_KINDS)
+    assert count(conn, "SELECT count(*) FROM public.chat_conversations") == len(KINDS)
 
 
 @pytest.mark.parametrize("workers", ["running", "stopped"])
@@ -105,7 +106,7 @@ def test_200_concurrent_first_conversations_right_after_signup(
 ) -> None:
     n, lanes = 200, 16
     start = threading.Barrier(n)
-    kinds = list(SIGNUP_KINDS)
+    kinds = list(KINDS)
     with (
         pipeline(settings, tmp_path, workers == "running"),
         ConnectionPool(database_url, min_size=lanes, max_size=lanes, kwargs={"autocommit": True}) as auth,

@@ -47,7 +47,7 @@ def test_metrics_count_a_burst_of_signups_and_healthz_is_ok(
             "ALTER TABLE public.user_profiles ADD CONSTRAINT no_mallory CHECK (full_name <> 'Mallory')"
         )
         bulk_signup(conn, BURST)
-        signup(conn, "google", meta={"full_name": "Mallory"})
+        signup(conn, "google", user_meta={"full_name": "Mallory"})
         assert wait_for(lambda: count(conn, "SELECT count(*) FROM public.user_profiles") == BURST)
 
         assert wait_for(lambda: sample(publisher, "profilesync_failed_events") == 1)

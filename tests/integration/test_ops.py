@@ -298,6 +298,43 @@ def test_doctor_fails_on_pending_migrations(
     assert checks["migrations"]["status"] == "fail" and "0003_readiness" in checks["migrations"]["detail"]
 
 
+@pytest.mark.parametrize(
+    ("damage", "reported"),
+    [
+        ("DROP FUNCTION profile_sync.unwatch_profiles(bigint[])", "function profile_sync.unwatch_profiles"),
+        (
+            "REVOKE EXECUTE ON FUNCTION profile_sync.create_profiles(uuid[]) FROM profilesync_worker",
+            "grant EXECUTE on profile_sync.create_profiles(uuid[]) to profilesync_worker",
+        ),
+        (
+            "ALTER TABLE public.user_profiles DISABLE TRIGGER profile_sync_on_user_profiles_inserted",
+            "trigger profile_sync_on_user_profiles_inserted on public.user_profiles",
+        ),
+        (
+            "GRANT EXECUTE ON FUNCTION profile_sync.create_profiles(uuid[]) TO authenticated",
+            "profile_sync.create_profiles(uuid[]) executable by authenticated",
+        ),
+        ("DROP TABLE profile_sync.profile_waiters", "table profile_sync.profile_waiters"),
+    ],
+)
+def test_doctor_checks_the_objects_not_only_the_bookkeeping(
+    conn: psycopg.Connection[Any],
+    env: dict[str, str],
+    live_worker: SimpleWorker,
+    capsys: pytest.CaptureFixture[str],
+    damage: str,
+    reported: str,
+) -> None:
+    """Every migration reads as applied, but an object the pipeline needs is gone or wrong."""
+    assert _doctor(capsys)[1]["objects"]["status"] == "ok"
+    conn.execute(damage)
+    code, checks = _doctor(capsys)
+    assert code == 1
+    assert checks["migrations"]["status"] == "ok"
+    assert checks["objects"]["status"] == "fail"
+    assert reported in checks["objects"]["detail"]
+
+
 def test_doctor_fails_when_redis_is_unreachable(
     env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

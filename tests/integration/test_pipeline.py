@@ -14,11 +14,11 @@ from rq.serializers import JSONSerializer
 from structlog.testing import capture_logs
 
 from profilesync.config import Settings
+from profilesync.devkit.signups import KINDS, make_signup
 from profilesync.migrate import available, migrate
 from profilesync.queueing import CREATE_PROFILES, profiles_queue
 from publisher.service import Publisher
 from tests.harness import (
-    SIGNUP_KINDS,
     bulk_signup,
     count,
     drain_once,
@@ -51,26 +51,20 @@ def test_bulk_signup_in_one_statement_gives_each_user_exactly_one_profile(
 
 
 def test_every_signup_kind_gets_a_mapped_profile(conn: Conn, settings: Settings) -> None:
-    ids = {kind: signup(conn, kind) for kind in SIGNUP_KINDS}
-    assert drain_once(settings) == len(SIGNUP_KINDS)
+    ids = {kind: signup(conn, kind) for kind in KINDS}
+    assert drain_once(settings) == len(KINDS)
     run_worker_burst(settings)
     rows = conn.execute("SELECT id, email, full_name, avatar_url FROM public.user_profiles").fetchall()
     by_id = {row[0]: row[1:] for row in rows}
-    assert by_id[ids["email"]][1:] == (None, None)
-    assert by_id[ids["email"]][0].endswith("@example.com")
+    tag = {kind: user_id.hex[:8] for kind, user_id in ids.items()}
+    assert by_id[ids["email"]] == (f"user-{tag['email']}@example.com", None, None)
     assert by_id[ids["phone"]] == (None, None, None)
     assert by_id[ids["anonymous"]] == (None, None, None)
-    assert by_id[ids["google"]] == (
-        "grace@gmail.com",
-        "Grace Hopper",
-        "https://lh3.googleusercontent.com/a/photo.jpg",
-    )
-    assert by_id[ids["github"]] == (
-        "linus@users.noreply.github.com",
-        "torvalds",
-        "https://avatars.githubusercontent.com/u/1024025",
-    )
-    assert by_id[ids["sso"]] == ("alan@corp.example", "Alan Turing", None)
+    google = make_signup("google", ids["google"])  # full_name and avatar_url from Google's claims
+    assert by_id[ids["google"]] == (google.email, f"Grace {tag['google']}", google.user_meta["picture"])
+    github = make_signup("github", ids["github"])  # no full_name or name: user_name; avatar_url as given
+    assert by_id[ids["github"]] == (github.email, f"octo-{tag['github']}", github.user_meta["avatar_url"])
+    assert by_id[ids["sso"]] == (f"alan-{tag['sso']}@corp.example", f"Alan {tag['sso']}", None)
 
 
 @pytest.mark.parametrize(
@@ -93,7 +87,7 @@ def test_every_signup_kind_gets_a_mapped_profile(conn: Conn, settings: Settings)
 def test_metadata_is_type_checked_capped_and_stripped(
     conn: Conn, settings: Settings, meta: dict[str, Any], full_name: str | None, avatar_url: str | None
 ) -> None:
-    user_id = signup(conn, "email", meta=meta)
+    user_id = signup(conn, "email", user_meta=meta)
     conn.execute("SELECT profile_sync.create_profiles(%s)", ([user_id],))
     assert conn.execute(
         "SELECT full_name, avatar_url FROM public.user_profiles WHERE id = %s", (user_id,)
@@ -117,7 +111,7 @@ def test_duplicate_events_and_jobs_give_one_profile(
 
 def test_publisher_started_after_the_signups_catches_up(conn: Conn, settings: Settings) -> None:
     bulk_signup(conn, 300)
-    for kind in SIGNUP_KINDS:
+    for kind in KINDS:
         signup(conn, kind)
     with running_publisher(settings):
         assert wait_for(lambda: count(conn, PENDING) == 0)
@@ -209,8 +203,8 @@ def test_a_permanently_failing_user_is_isolated_marked_and_not_redelivered(
 ) -> None:
     # The app's own constraint rejects one user's profile: the rest of the batch must still go through.
     conn.execute("ALTER TABLE public.user_profiles ADD CONSTRAINT no_mallory CHECK (full_name <> 'Mallory')")
-    users = [signup(conn, meta={"name": f"User {i}"}) for i in range(7)]
-    mallory = signup(conn, meta={"name": "Mallory"})
+    users = [signup(conn, user_meta={"name": f"User {i}"}) for i in range(7)]
+    mallory = signup(conn, user_meta={"name": "Mallory"})
     assert drain_once(settings) == 8
     run_worker_burst(settings)
     assert count(conn, PROFILES) == 7
@@ -269,8 +263,8 @@ def test_migrations_are_recorded_and_idempotent(conn: Conn) -> None:
 
 
 def test_migrate_refuses_a_database_without_auth_users(pg_admin_url: str) -> None:
+    from profilesync.db import with_dbname
     from profilesync.errors import MigrationError
-    from tests.servers import with_dbname
 
     name = f"noauth_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(pg_admin_url, autocommit=True) as admin:

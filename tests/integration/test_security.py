@@ -11,7 +11,6 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -24,26 +23,18 @@ from rq.serializers import JSONSerializer
 
 from profilesync.config import DEFAULT_QUEUE, Settings
 from profilesync.devkit.children import Children
+from profilesync.devkit.signups import KINDS
 from profilesync.migrate import migrate
 from profilesync.queueing import CREATE_PROFILES, profiles_queue
 from publisher.gauges import OutboxGauges
-from tests.harness import SIGNUP_KINDS, act_as, count, run_worker_burst, running_publisher, signup, wait_for
-from tests.servers import DatabaseFactory, with_dbname
+from tests.harness import act_as, count, run_worker_burst, running_publisher, signup, wait_for
+from tests.servers import OWNER, DatabaseFactory, as_role, create_owned_database
 
 Conn = psycopg.Connection[Any]
 
 WORKER, PUBLISHER = "profilesync_worker", "profilesync_publisher"
-OWNER = "profilesync_test_owner"  # a non-superuser migration owner, like Supabase's `postgres`
 PENDING = "SELECT count(*) FROM profile_sync.signup_events WHERE enqueued_at IS NULL"
 PROFILES = "SELECT count(*) FROM public.user_profiles WHERE id = ANY(%s)"
-
-
-def as_role(url: str, role: str, password: str | None = None) -> str:
-    """The URL with another user (the test servers trust local connections: a password is not checked)."""
-    parts = urlsplit(url)
-    host = parts.hostname or "127.0.0.1"
-    auth = f"{role}:{password}" if password else role
-    return urlunsplit(parts._replace(netloc=f"{auth}@{host}:{parts.port or 5432}"))
 
 
 def role_settings(settings: Settings, database_url: str, role: str) -> Settings:
@@ -52,22 +43,8 @@ def role_settings(settings: Settings, database_url: str, role: str) -> Settings:
 
 @pytest.fixture
 def owned_database_url(database_factory: DatabaseFactory) -> Iterator[str]:
-    """A fresh database owned and migrated by a role that is not a superuser (as on Supabase)."""
-    admin_url = database_factory.admin_url
-    name = f"profilesync_owned_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(
-            f"""
-            DO $$ BEGIN
-              CREATE ROLE {OWNER} LOGIN NOSUPERUSER;
-            EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
-            END $$
-            """
-        )
-        admin.execute(
-            sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(OWNER))
-        )
-    url = with_dbname(admin_url, name)
+    """A fresh database owned, not only migrated, by the non-superuser OWNER (as on Supabase)."""
+    url = create_owned_database(database_factory.admin_url, f"profilesync_owned_{uuid.uuid4().hex[:12]}")
     try:
         with psycopg.connect(as_role(url, OWNER), autocommit=True) as owner:
             migrate(owner, dev_auth_stub=True)
@@ -88,14 +65,14 @@ def test_publisher_and_worker_work_as_their_roles(
         admin.execute(
             "ALTER TABLE public.user_profiles ADD CONSTRAINT no_mallory CHECK (full_name <> 'Mallory')"
         )
-        users = [signup(admin, kind) for kind in SIGNUP_KINDS]
-        mallory = signup(admin, meta={"name": "Mallory"})
+        users = [signup(admin, kind) for kind in KINDS]
+        mallory = signup(admin, user_meta={"name": "Mallory"})
         with running_publisher(role_settings(settings, url, PUBLISHER)):
             assert wait_for(lambda: count(admin, PENDING) == 0)
         # with metrics on: the worker also times the signups (signup_ages), in the same statement
         run_worker_burst(role_settings(settings, url, WORKER).model_copy(update={"metrics_port": 9}))
 
-        assert count(admin, PROFILES, (users,)) == len(SIGNUP_KINDS)
+        assert count(admin, PROFILES, (users,)) == len(KINDS)
         assert count(admin, PROFILES, ([mallory],)) == 0
         gauges = OutboxGauges(as_role(url, PUBLISHER))  # the publisher's /metrics reads the outbox as itself
         assert {m.name: m.samples[0].value for m in gauges.collect()}["profilesync_failed_events"] == 1
@@ -431,8 +408,8 @@ def test_logs_of_a_pipeline_run_hold_no_emails_or_passwords(
     children.start("publisher", "publisher", env={"DATABASE_URL": as_role(database_url, PUBLISHER, password)})
     children.start("worker", "worker", env={"DATABASE_URL": as_role(database_url, WORKER, password)})
     try:
-        users = [signup(conn, kind) for kind in SIGNUP_KINDS for _ in range(2)]
-        mallory = signup(conn, email="mallory@evil.example", meta={"name": "Mallory"})
+        users = [signup(conn, kind) for kind in KINDS for _ in range(2)]
+        mallory = signup(conn, email="mallory@evil.example", user_meta={"name": "Mallory"})
         assert wait_for(lambda: count(conn, PROFILES, (users,)) == len(users))
         failed = (
             "SELECT count(*) FROM profile_sync.signup_events WHERE user_id = %s AND failed_at IS NOT NULL"

@@ -1,23 +1,8 @@
 import pytest
 
 from bench.schedule import open_loop_offsets, split
-from bench.stats import percentile, rate, ratio, summary_ms
+from bench.stats import rate, ratio, summary_ms
 from bench.throughput import best
-
-
-def test_percentile_interpolates_between_closest_ranks() -> None:
-    values = [4.0, 1.0, 3.0, 2.0]
-    assert percentile(values, 0) == 1.0
-    assert percentile(values, 100) == 4.0
-    assert percentile(values, 50) == 2.5
-    assert percentile([7.0], 99) == 7.0
-
-
-def test_percentile_rejects_nothing_and_out_of_range() -> None:
-    with pytest.raises(ValueError):
-        percentile([], 50)
-    with pytest.raises(ValueError):
-        percentile([1.0], 101)
 
 
 def test_summary_is_in_milliseconds() -> None:

@@ -26,6 +26,7 @@ def healthy_facts(**changes: object) -> Facts:
         listen_url="postgresql://app:pw@db.example.com:5432/postgres",
         pending_migrations=[],
         trigger_enabled="O",
+        missing_objects=[],
         maxmemory_policy="noeviction",
         workers=2,
         failed_jobs=0,
@@ -75,6 +76,16 @@ def test_a_healthy_system_passes_every_check() -> None:
             "profile_sync_on_auth_user_created missing: signups are not recorded",
         ),
         ({"trigger_enabled": "R"}, "trigger", "replica mode only"),
+        (
+            {"missing_objects": ["function profile_sync.create_profiles(uuid[])"]},
+            "objects",
+            "missing: function profile_sync.create_profiles(uuid[]) (run profilesync migrate",
+        ),
+        (
+            {"missing_objects": [f"grant {n}" for n in range(7)]},
+            "objects",
+            "missing: grant 0; grant 1; grant 2; grant 3; grant 4; and 2 more",
+        ),
         (
             {"listen_url": "postgresql://u:pw@pooler.supabase.com:6543/postgres"},
             "listen_url",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -107,10 +108,18 @@ def test_dockerfile_builds_from_the_source_tree() -> None:
     text = (ROOT / "Dockerfile").read_text()
     stages = re.findall(r"^FROM (\S+) AS (\S+)$", text, re.MULTILINE)
     assert stages == [("python:3.11-slim", "app"), ("app", "dashboard")]
-    assert "pip install -e ." in text
+    assert "pip install . " in text and "pip install -e" not in text  # a regular install, as from a wheel
     assert 'ENTRYPOINT ["profilesync"]' in text
     assert 'pip install "rq-dashboard==0.9.0"' in text
     for source in re.findall(r"^COPY (.+) \S+$", text, re.MULTILINE):
         for path in source.split():
             assert (ROOT / path.rstrip("/")).exists(), path
-    assert "COPY sql/ sql/" in text  # migrations are read from the source tree
+    # every directory the wheel is built from (pyproject's package-dir: sql/ becomes profilesync.sql)
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    sources = {pyproject["package-dir"].get(p, p.replace(".", "/")) for p in pyproject["packages"]}
+    copied = {
+        path.rstrip("/")
+        for line in re.findall(r"^COPY (.+) \S+$", text, re.MULTILINE)
+        for path in line.split()
+    }
+    assert {s.split("/")[0] for s in sources} <= copied
