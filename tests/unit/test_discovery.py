@@ -32,6 +32,8 @@ def machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A machine with nothing: empty PATH, no install locations, no wheels. Tests add what they need."""
     (tmp_path / "path").mkdir()
     monkeypatch.setenv("PATH", str(tmp_path / "path"))
+    for override in ("PROFILESYNC_POSTGRES_BIN", "PROFILESYNC_REDIS_SERVER"):  # ./dev test sets them per pass
+        monkeypatch.delenv(override, raising=False)
     monkeypatch.setattr(
         discovery,
         "POSTGRES_LOCATIONS",
