@@ -126,12 +126,12 @@ def sweep_lap(conn: Conn, limit: int) -> tuple[int, int]:
 
 
 def test_the_sweeper_records_only_users_with_neither_profile_nor_event(conn: Conn) -> None:
-    conn.execute("ALTER TABLE auth.users DISABLE TRIGGER profile_sync_on_auth_user_created")
+    conn.execute("ALTER TABLE auth.users DISABLE TRIGGER USER")  # signups and a soft delete the outbox missed
     unrecorded = [signup(conn) for _ in range(3)]
     profiled, deleted = signup(conn), signup(conn)
     conn.execute("SELECT * FROM profile_sync.create_profiles(%s)", ([profiled],))
     conn.execute("UPDATE auth.users SET deleted_at = now() WHERE id = %s", (deleted,))
-    conn.execute("ALTER TABLE auth.users ENABLE TRIGGER profile_sync_on_auth_user_created")
+    conn.execute("ALTER TABLE auth.users ENABLE TRIGGER USER")
     recorded = signup(conn)  # has its event already
     assert sweep_lap(conn, limit=2) == (4, 3)  # 6 users, 2 per call: the 4th call finds the end
     assert sweep_lap(conn, limit=100) == (1, 0)
