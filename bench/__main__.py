@@ -8,13 +8,13 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from bench import baselines, chatcost, latency, rates, report, throughput
+from bench import baselines, chatcost, latency, rates, report, sweepcost, throughput
 from bench.cpu import OtherLoad
 from bench.servers import servers
 from bench.targets import targets
 from profilesync.logs import configure
 
-METRICS = ("M1", "M2", "M3", "M4", "M5", "M6")
+METRICS = ("M1", "M2", "M3", "M4", "M5", "M6", "M7")
 LATENCY_SCENARIOS = {
     "ours": "",
     "ours_nolinger": "",
@@ -71,6 +71,8 @@ def run(only: list[str], quick: bool) -> dict[str, Any]:
             results.update(rates.measure(found, 5000 if quick else 20000, 500 if quick else 3000))
         if "M4" in only:
             results["M4"] = chatcost.measure(found, 100 if quick else 1000)
+        if "M7" in only:
+            results["M7"] = sweepcost.measure(found, 100_000 if quick else 1_000_000)
         results["meta"]["cpu_cores_during_run"] = other_load.cores()
     results["targets"] = targets(results)
     results["meta"]["seconds"] = round(time.monotonic() - started, 1)

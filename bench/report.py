@@ -180,6 +180,15 @@ def _m5_m6(results: dict[str, Any]) -> list[str]:
     return out
 
 
+def _m7(m7: dict[str, Any]) -> list[str]:
+    return [
+        f"**M7** the publisher's sweeper over {m7['users']:,} users, {m7['limit']:,} per run: "
+        f"{m7['run_ms_median']} ms per run (median; max {m7['run_ms_max']}), {m7['runs_per_lap']} runs and "
+        f"{m7['lap_ms']:,} ms per lap over every user; {m7['recorded']:,} unrecorded users recorded",
+        "",
+    ]
+
+
 def markdown(results: dict[str, Any]) -> str:
     out = _meta(results["meta"])
     if "M1" in results:
@@ -193,6 +202,8 @@ def markdown(results: dict[str, Any]) -> str:
     if "M4" in results:
         out += _m4(results["M4"])
     out += _m5_m6(results)
+    if "M7" in results:
+        out += _m7(results["M7"])
     if results.get("targets"):
         rows = [
             [t["metric"], t["target"], t["measured"], "met" if t["met"] else "**NOT met**"]

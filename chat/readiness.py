@@ -1,8 +1,9 @@
 """The readiness signal: one dedicated autocommit LISTEN connection per ChatService, serviced by one thread.
 
 The thread dispatches each `profile_sync_ready` NOTIFY to the in-process waiters of that user. It reconnects
-with backoff when the connection dies; once LISTENing again it asks every waiter to re-check, since
-notifications sent while nobody listened are lost.
+with backoff when the connection dies (profilesync.listen); once LISTENing again it asks every waiter to
+re-check, since notifications sent while nobody listened are lost. Any role may NOTIFY: a wake-up is only a
+hint, which the waiter checks.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from typing import Any
 import psycopg
 
 from chat.waiters import WaiterRegistry
-from profilesync import db
-from profilesync.config import Settings, is_transaction_pooler, redact
-from profilesync.errors import ConfigError
+from profilesync import listen
+from profilesync.backoff import Backoff
+from profilesync.config import Settings
+from profilesync.errors import InsufficientPrivilegeError
 from profilesync.logs import get_logger
 
 CHANNEL = "profile_sync_ready"
@@ -39,27 +41,30 @@ class ListenSession:
 
 class ReadinessListener:
     def __init__(self, settings: Settings, registry: WaiterRegistry) -> None:
-        if is_transaction_pooler(settings.listen_url):
-            raise ConfigError(
-                f"cannot LISTEN through a transaction pooler ({redact(settings.listen_url)}); "
-                "set LISTEN_DATABASE_URL to a direct or session-mode connection"
-            )
-        self._url = settings.listen_url
-        self._max_delay = settings.reconnect_max_delay
+        self._url = listen.listen_url(settings)
+        self._backoff = Backoff(_FIRST_RETRY, settings.reconnect_max_delay)
+        self._malformed = listen.MalformedPayloads(CHANNEL)
         self._registry = registry
         self._stop = threading.Event()
         self._changed = threading.Condition()
         self._current: ListenSession | None = None
+        self._fatal: InsufficientPrivilegeError | None = None
         self._sessions = 0
         self._thread = threading.Thread(target=self._run, name="profilesync-chat-listen", daemon=True)
         self._thread.start()
 
     def current(self, timeout: float) -> ListenSession | None:
-        """The session once LISTEN is active; None if it is not within `timeout` seconds, or after close()."""
+        """The session once LISTEN is active; None if it is not within `timeout` seconds, or after close().
+
+        Raises InsufficientPrivilegeError if the listener stopped for want of a privilege.
+        """
         with self._changed:
             self._changed.wait_for(
-                lambda: self._current is not None or self._stop.is_set(), max(timeout, 0.0)
+                lambda: self._current is not None or self._stop.is_set() or self._fatal is not None,
+                max(timeout, 0.0),
             )
+            if self._fatal is not None:
+                raise self._fatal
             return None if self._stop.is_set() else self._current
 
     def close(self) -> None:
@@ -78,24 +83,23 @@ class ReadinessListener:
             self._changed.notify_all()
 
     def _run(self) -> None:
-        delay = 0.0
         try:
-            while not self._stop.is_set():
-                try:
-                    self._session()
-                except (psycopg.Error, OSError) as exc:
-                    self._set_session(None)
-                    delay = min(self._max_delay, max(_FIRST_RETRY, delay * 2))
-                    log.warning("chat LISTEN connection lost; reconnecting", error=str(exc), retry_in=delay)
-                    self._stop.wait(delay)
-                else:
-                    delay = 0.0
+            listen.run_reconnecting(
+                self._session,
+                self._stop,
+                what="chat LISTEN",
+                backoff=self._backoff,
+                on_lost=lambda _: self._set_session(None),
+            )
+        except InsufficientPrivilegeError as exc:  # configuration: every waiter raises it, none retries
+            log.error("chat readiness listener stopped", error=str(exc))
+            with self._changed:
+                self._fatal = exc
         finally:
             self._set_session(None)  # waiters stop registering against a connection that is gone
 
     def _session(self) -> None:
-        with db.connect(self._url, autocommit=True, application_name="profilesync-chat-listen") as conn:
-            conn.execute(f"LISTEN {CHANNEL}")
+        with listen.connect(self._url, CHANNEL, "profilesync-chat-listen") as conn:
             row = conn.execute("SELECT profile_sync.forget_dead_profile_waiters()").fetchone()
             pid = conn.info.backend_pid
             self._set_session(pid)
@@ -127,6 +131,6 @@ class ReadinessListener:
         try:
             user_id = uuid.UUID(payload)
         except ValueError:
-            log.warning("ignoring malformed readiness NOTIFY", payload=payload[:100])
+            self._malformed.seen(payload)
             return
         self._registry.notify(user_id)

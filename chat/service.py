@@ -17,6 +17,7 @@ from chat.errors import ProfileNotReadyError, UnknownUserError
 from chat.model import Conversation, parse_user_id
 from chat.readiness import ReadinessListener
 from chat.waiters import WaiterRegistry, Wake
+from profilesync import db
 from profilesync.config import Settings
 from profilesync.logs import get_logger
 
@@ -29,7 +30,13 @@ RETURNING id, user_id, title, created_at
 _WATCH = "SELECT state, waiter_id FROM profile_sync.watch_profile(%s, %s, %s)"
 _UNWATCH = "SELECT profile_sync.unwatch_profiles(%s)"
 _STATE = "SELECT profile_sync.profile_state(%s)"
-_CREATE_PROFILE = "SELECT created, missing FROM profile_sync.create_profiles(%s)"
+# The inline fallback, with a bound on its lock waits set first in the same statement (the function's argument
+# depends on it) and for that statement's transaction only: one round trip.
+_CREATE_PROFILE = """
+SELECT p.created, p.missing
+FROM (SELECT pg_catalog.set_config('lock_timeout', %s, true) AS bound) b,
+     LATERAL profile_sync.create_profiles(CASE WHEN b.bound IS NOT NULL THEN %s::uuid[] END) p
+"""
 
 
 class ChatService:
@@ -46,8 +53,13 @@ class ChatService:
     - `chat_fallback="error"`: raises ProfileNotReadyError (the caller may retry later). A timeout of 0
       skips the wait: the fallback applies at once.
 
+    Bounded end to end: a wake-up is a hint (any role may NOTIFY; a false one goes back to waiting until the
+    deadline), and the inline fallback waits at most `settings.lock_timeout` for other transactions' locks
+    (then ProfileNotReadyError): a call returns within chat_wait_timeout + lock_timeout + a few round trips.
+
     A user absent from auth.users, or soft-deleted, raises UnknownUserError; a user id that is not a UUID
-    raises InvalidUserIdError (a ValueError). Lost connections surface as psycopg.OperationalError.
+    raises InvalidUserIdError (a ValueError); a missing privilege raises InsufficientPrivilegeError. Lost
+    connections surface as psycopg.OperationalError.
 
     Every statement runs in autocommit (set on the borrowed pool connection and restored), so the fast path
     is one round trip. Waiting holds no pool connection: callers block on an in-process Event, all woken by
@@ -58,6 +70,7 @@ class ChatService:
         self._pool = pool
         self._timeout = settings.chat_wait_timeout
         self._fallback = settings.chat_fallback
+        self._fallback_budget = settings.lock_timeout
         self._registry = WaiterRegistry()
         self._listener = ReadinessListener(settings, self._registry)
 
@@ -84,8 +97,8 @@ class ChatService:
             return conversation
 
         started = time.monotonic()
-        if self._timeout > 0 and self._await_profile(uid, started + self._timeout):
-            conversation = self._insert(uid, title)
+        if self._timeout > 0:
+            conversation = self._wait_and_insert(uid, title, started + self._timeout)
             if conversation is not None:
                 log.debug(
                     "conversation created after waiting for the profile",
@@ -99,16 +112,20 @@ class ChatService:
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
-        with self._pool.connection() as conn:
-            if conn.autocommit:
-                yield conn
-                return
-            conn.autocommit = True  # a statement per transaction: no BEGIN/COMMIT round trips
-            try:
-                yield conn
-            finally:
-                if not conn.closed and not conn.broken:
-                    conn.autocommit = False
+        try:
+            with self._pool.connection() as conn:
+                if conn.autocommit:
+                    yield conn
+                    return
+                conn.autocommit = True  # a statement per transaction: no BEGIN/COMMIT round trips
+                try:
+                    yield conn
+                finally:
+                    if not conn.closed and not conn.broken:
+                        conn.autocommit = False
+        except errors.InsufficientPrivilege as exc:
+            db.raise_if_denied(exc, "the chat service runs as the migrations' owner or service_role")
+            raise
 
     def _insert(self, user_id: uuid.UUID, title: str | None) -> Conversation | None:
         """The conversation, or None when the profile does not exist (yet)."""
@@ -120,11 +137,13 @@ class ChatService:
         assert row is not None
         return Conversation(*row)
 
-    def _await_profile(self, user_id: uuid.UUID, deadline: float) -> bool:
-        """True once the profile exists, False at the deadline; UnknownUserError if there is no such user.
+    def _wait_and_insert(self, user_id: uuid.UUID, title: str | None, deadline: float) -> Conversation | None:
+        """The conversation once the profile exists; None at the deadline; UnknownUserError for no such user.
 
         Register in-process first, then in the database (which re-checks), then block: a profile that appears
-        at any point is either seen by the re-check or announced by NOTIFY.
+        at any point is either seen by the re-check or announced by NOTIFY. A wake-up is only a hint (any role
+        may NOTIFY profile_sync_ready): the insert decides, and a false one goes back to waiting. Whatever
+        happens, registrations still in the database are removed before returning.
         """
         registered: list[int] = []
         session = None
@@ -133,24 +152,28 @@ class ChatService:
                 while True:
                     current = self._listener.current(deadline - time.monotonic())
                     if current is None:
-                        return False
+                        return None
+                    ready = False
                     if current != session:  # first round, or the LISTEN connection was replaced
                         session = current
                         state, waiter_id = self._watch(user_id, session.backend_pid, deadline)
                         if state == "unknown":
                             raise UnknownUserError(str(user_id))
-                        if state == "ready":
-                            return True
-                        if waiter_id is None:
-                            return False  # the deadline passed while waiting for in-flight profile inserts
-                        registered.append(waiter_id)
-                    wake = waiter.wait(deadline - time.monotonic())
-                    if wake is Wake.READY:
-                        registered.clear()  # the notifying insert unregistered this user's waiters
-                        return True
-                    if wake is Wake.TIMEOUT:
-                        return False
-                    # Wake.RECHECK: a LISTEN session started; unless it is ours, register with it, re-check.
+                        if waiter_id is not None:
+                            registered.append(waiter_id)
+                        elif state != "ready":
+                            return None  # the deadline passed while waiting for in-flight profile inserts
+                        ready = state == "ready"
+                    if not ready:
+                        wake = waiter.wait(deadline - time.monotonic())
+                        if wake is Wake.TIMEOUT:
+                            return None
+                        ready = wake is Wake.READY  # RECHECK: a LISTEN session started; re-register with it
+                    if ready:
+                        conversation = self._insert(user_id, title)
+                        if conversation is not None:
+                            registered.clear()  # the profile's insert unregistered this user's waiters
+                            return conversation
             finally:
                 if registered:
                     self._unwatch(registered)
@@ -166,12 +189,15 @@ class ChatService:
         return row[0], row[1]
 
     def _unwatch(self, waiter_ids: list[int]) -> None:
-        with self._connection() as conn:
-            conn.execute(_UNWATCH, (waiter_ids,))
+        try:
+            with self._connection() as conn:
+                conn.execute(_UNWATCH, (waiter_ids,))
+        except errors.LockNotAvailable:  # unwatch_profiles' own lock_timeout (0005): a profile insert holds
+            log.warning("waiter rows left for their profile's insert to remove", waiters=len(waiter_ids))
 
     def _after_timeout(self, user_id: uuid.UUID, title: str | None) -> Conversation:
         if self._fallback == "create":
-            self._create_profile(user_id)
+            self._create_profile(user_id, budget=self._fallback_budget)
         else:
             with self._connection() as conn:
                 state_row = conn.execute(_STATE, (user_id,)).fetchone()
@@ -186,10 +212,16 @@ class ChatService:
             raise UnknownUserError(str(user_id))
         return conversation
 
-    def _create_profile(self, user_id: uuid.UUID) -> None:
+    def _create_profile(self, user_id: uuid.UUID, budget: float) -> None:
+        """Create the profile inline, waiting at most `budget` seconds for other transactions' locks (a
+        wedged worker holding the user's row must not hang the caller)."""
+        ms = str(max(1, round(budget * 1000)))
         try:
             with self._connection() as conn:
-                row = conn.execute(_CREATE_PROFILE, ([user_id],)).fetchone()
+                row = conn.execute(_CREATE_PROFILE, (ms, [user_id])).fetchone()
+        except (errors.LockNotAvailable, errors.QueryCanceled) as exc:
+            log.warning("inline profile creation timed out", user_id=str(user_id), budget_s=budget)
+            raise ProfileNotReadyError(f"user {user_id}, inline creation blocked for {budget:g}s") from exc
         except errors.ForeignKeyViolation as exc:  # deleted from auth.users between the read and the insert
             raise UnknownUserError(str(user_id)) from exc
         except (errors.IntegrityError, errors.DataError) as exc:  # rejected by the table's own constraints

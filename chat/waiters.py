@@ -10,13 +10,13 @@ from contextlib import contextmanager
 
 
 class Wake(enum.Enum):
-    READY = "ready"  # a NOTIFY said the profile exists
+    READY = "ready"  # a NOTIFY said the profile exists (a hint: any role may NOTIFY)
     RECHECK = "recheck"  # the LISTEN connection was (re)established: wake-ups may have been missed
     TIMEOUT = "timeout"
 
 
 class Waiter:
-    """One blocked caller. READY is final; RECHECK is consumed by the wait that returns it."""
+    """One blocked caller. Each wake-up is consumed by the wait that returns it (READY before RECHECK)."""
 
     def __init__(self, user_id: uuid.UUID) -> None:
         self.user_id = user_id
@@ -39,10 +39,14 @@ class Waiter:
             return Wake.TIMEOUT
         with self._lock:
             if self._ready:
-                return Wake.READY
-            self._recheck = False
-            self._event.clear()
-            return Wake.RECHECK
+                self._ready = False
+                wake = Wake.READY
+            else:
+                self._recheck = False
+                wake = Wake.RECHECK
+            if not self._recheck:  # a recheck still pending after a READY keeps the event set
+                self._event.clear()
+            return wake
 
 
 class WaiterRegistry:

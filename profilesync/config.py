@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 TRANSACTION_POOLER_PORT = 6543
@@ -63,6 +63,26 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="seconds before an enqueued event is checked"
     )
     reconnect_max_delay: float = Field(default=30.0, gt=0)
+    sweep_interval: float = Field(
+        default=60.0,
+        gt=0,
+        description="seconds between the publisher's sweeps for users with neither profile nor outbox row "
+        "(a signup whose trigger gave up on a lock)",
+    )
+    sweep_limit: int = Field(
+        default=50_000, ge=1, description="users the sweeper looks at per run (a lap covers every user)"
+    )
+
+    # time bounds of every service connection (server-side, so a stuck statement ends in PostgreSQL too)
+    statement_timeout: float = Field(
+        default=15.0, gt=0, description="seconds a statement may run (below PROFILESYNC_JOB_TIMEOUT)"
+    )
+    lock_timeout: float = Field(
+        default=2.0,
+        gt=0,
+        description="seconds a statement may wait for another transaction's lock; also bounds the chat "
+        "service's inline fallback",
+    )
 
     # worker / jobs
     job_retries: int = Field(default=5, ge=0, description="retries for transient job failures")
@@ -128,6 +148,15 @@ class Settings(BaseSettings):
                 "direct (port 5432) or session-mode connection"
             )
         return value
+
+    @model_validator(mode="after")
+    def _timeouts_below_job_timeout(self) -> Settings:
+        if not self.lock_timeout <= self.statement_timeout < self.job_timeout:
+            raise ValueError(
+                "need PROFILESYNC_LOCK_TIMEOUT <= PROFILESYNC_STATEMENT_TIMEOUT < PROFILESYNC_JOB_TIMEOUT "
+                "(a statement must end in PostgreSQL before RQ interrupts its job)"
+            )
+        return self
 
     @property
     def listen_url(self) -> str:

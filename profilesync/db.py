@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from profilesync.config import Settings, is_transaction_pooler
+from profilesync.errors import InsufficientPrivilegeError
 
 # Detect a dead peer (NAT drop, failover) in about a minute instead of the kernel's two hours.
 KEEPALIVES: dict[str, Any] = {
@@ -21,14 +27,52 @@ TRANSIENT_SQLSTATE_CLASSES = (
     "53",
     "57",
     "58",
-)  # connection, rollback, resources, operator, system
+)  # connection, rollback, resources, operator (incl. statement_timeout), system
+LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout: the lock's holder will commit or roll back; try again later
+INSUFFICIENT_PRIVILEGE = "42501"
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Server-side bounds of every statement on a service connection, in seconds."""
+
+    statement: float
+    lock: float
+
+    @classmethod
+    def of(cls, settings: Settings) -> Timeouts:
+        return cls(statement=settings.statement_timeout, lock=settings.lock_timeout)
+
+    def options(self) -> str:
+        """The libpq `options` startup parameter that sets them for the whole session."""
+        ms = (max(1, round(self.statement * 1000)), max(1, round(self.lock * 1000)))
+        return f"-c statement_timeout={ms[0]} -c lock_timeout={ms[1]}"
 
 
 def connect(
-    url: str, *, autocommit: bool = False, application_name: str = "profilesync"
+    url: str,
+    *,
+    autocommit: bool = False,
+    application_name: str = "profilesync",
+    timeouts: Timeouts | None = None,
 ) -> psycopg.Connection[Any]:
+    """A connection; with `timeouts`, bounded server-side from its first statement (no extra round trip).
+
+    Behind a transaction pooler (port 6543, pgbouncer) the startup `options` are not passed: poolers reject
+    or drop them, and a session SET would not follow the next transaction to its server connection. There,
+    set the bounds on the role (`ALTER ROLE … SET statement_timeout`, README "Hardening").
+    """
+    extra: dict[str, Any] = {}
+    if timeouts is not None and not is_transaction_pooler(url):
+        given = conninfo_to_dict(url).get("options")
+        extra["options"] = f"{given} {timeouts.options()}" if given else timeouts.options()
     return psycopg.connect(
-        url, autocommit=autocommit, application_name=application_name, connect_timeout=10, **KEEPALIVES
+        url,
+        autocommit=autocommit,
+        application_name=application_name,
+        connect_timeout=10,
+        **KEEPALIVES,
+        **extra,
     )
 
 
@@ -38,10 +82,33 @@ def with_dbname(url: str, dbname: str) -> str:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """True for errors worth retrying: lost connections, serialization failures, deadlocks, shutdowns."""
+    """True for errors worth retrying: lost connections, serialization failures, deadlocks, shutdowns,
+    statement and lock timeouts."""
     if isinstance(exc, psycopg.OperationalError):
         return True
     if isinstance(exc, psycopg.Error):
         sqlstate = exc.sqlstate or ""
-        return sqlstate.startswith(TRANSIENT_SQLSTATE_CLASSES)
+        return sqlstate.startswith(TRANSIENT_SQLSTATE_CLASSES) or sqlstate == LOCK_NOT_AVAILABLE
     return isinstance(exc, OSError)
+
+
+def raise_if_denied(exc: BaseException, role_hint: str) -> None:
+    """A missing privilege is a configuration error, not a lost connection: raise it as one clear line."""
+    if isinstance(exc, psycopg.Error) and exc.sqlstate == INSUFFICIENT_PRIVILEGE:
+        primary = exc.diag.message_primary or str(exc).partition("\n")[0]
+        raise InsufficientPrivilegeError(f"{primary} ({role_hint})") from exc
+
+
+def ensure_idle(conn: psycopg.Connection[Any]) -> bool:
+    """True if `conn` is idle, ready for the next statement. Otherwise (a statement still running after an
+    interrupt, a transaction left open) cancel it server-side, close it and return False: the caller opens a
+    new one. Never reuse such a connection: its backend may hold locks, and the next query would fail with
+    "another command is already in progress"."""
+    idle = psycopg.pq.TransactionStatus.IDLE
+    if not conn.closed and not conn.broken and conn.info.transaction_status == idle:
+        return True
+    if not conn.closed:
+        with contextlib.suppress(psycopg.Error):  # the close below ends the backend's transaction anyway
+            conn.cancel_safe(timeout=2)
+        conn.close()
+    return False

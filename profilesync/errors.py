@@ -18,3 +18,7 @@ class ConfigError(ProfileSyncError):
 
 class MigrationError(ProfileSyncError):
     """Could not apply the SQL migrations."""
+
+
+class InsufficientPrivilegeError(ProfileSyncError):
+    """The database role lacks a privilege (SQLSTATE 42501): run as the documented role or grant it."""

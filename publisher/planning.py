@@ -39,10 +39,6 @@ def valid_payload(payload: str) -> bool:
     return True
 
 
-def next_backoff(previous: float, maximum: float) -> float:
-    return min(maximum, max(0.5, previous * 2))
-
-
 def flatten(plans: Sequence[JobPlan]) -> tuple[list[int], list[str]]:
     """Parallel arrays (event id, job id) for one UPDATE … FROM unnest()."""
     event_ids: list[int] = []

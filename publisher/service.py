@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from typing import Any
 
 import psycopg
 import redis
 from rq import Queue
-from rq.job import Job, JobStatus
-from rq.serializers import JSONSerializer
 
-from profilesync import db, metrics
-from profilesync.config import Settings, is_transaction_pooler, redact
-from profilesync.errors import ConfigError
+from profilesync import db, listen, metrics
+from profilesync.backoff import Backoff
+from profilesync.config import Settings
 from profilesync.logs import get_logger
 from profilesync.queueing import connect_redis, enqueue_plans, profiles_queue
-from publisher.planning import flatten, next_backoff, plan_jobs, valid_payload
+from publisher.jobstate import live_jobs
+from publisher.planning import flatten, plan_jobs, valid_payload
 
 CHANNEL = "profile_sync_signup"
 # After a drain that found events, poll every LINGER_POLL seconds until LINGER_QUIET seconds pass without any;
@@ -30,7 +30,7 @@ CHANNEL = "profile_sync_signup"
 LINGER_POLL = 0.0005
 BACKLOG_POLL = 0.005
 LINGER_QUIET = 0.05
-_LIVE_JOB_STATES = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
+FIRST_RETRY = 0.5  # seconds before the first reconnect
 
 log = get_logger(__name__)
 
@@ -62,39 +62,43 @@ _REGISTER = """
 INSERT INTO profile_sync.publishers (backend_pid, idle) VALUES (%s, false)
 ON CONFLICT (backend_pid) DO UPDATE SET idle = false, updated_at = now()
 """
+# Users with neither profile nor outbox row (the signup trigger gave up on a lock): recorded again.
+_SWEEP = "SELECT last_id, recorded FROM profile_sync.record_unrecorded_users(%s, %s)"
 _PENDING = "SELECT 1 FROM profile_sync.signup_events WHERE enqueued_at IS NULL LIMIT 1"
 _SET_IDLE = "UPDATE profile_sync.publishers SET idle = %s, updated_at = now() WHERE backend_pid = %s"
 
 
 class Publisher:
     def __init__(self, settings: Settings, stop: threading.Event | None = None) -> None:
-        if is_transaction_pooler(settings.listen_url):
-            raise ConfigError(
-                f"cannot LISTEN through a transaction pooler ({redact(settings.listen_url)}); "
-                "set LISTEN_DATABASE_URL to a direct or session-mode connection"
-            )
+        self.listen_url = listen.listen_url(settings)
         self.settings = settings
         self.stop = stop or threading.Event()
         self.enqueued_total = 0
         self._last_event = 0.0  # monotonic time of the last wake-up that found events
         self._down: str | None = "not connected yet"  # why the publisher is unhealthy, None when it is not
         self._beat = time.monotonic()  # last pass of the wait loop or drain batch
+        self._malformed = listen.MalformedPayloads(CHANNEL)
+        self._swept_up_to: uuid.UUID | None = None  # the sweeper's place in auth.users (None: the start)
 
     # -- main loop -------------------------------------------------------------------------------------------
 
     def run(self) -> None:
-        """Run until `stop` is set, reconnecting with backoff whenever Postgres or Redis fails."""
-        delay = 0.0
-        while not self.stop.is_set():
-            try:
-                self._session()
-                delay = 0.0
-            except (psycopg.Error, redis.RedisError, OSError) as exc:
-                delay = next_backoff(delay, self.settings.reconnect_max_delay)
-                self._down = f"connection lost: {metrics.one_line(exc)}"
-                log.warning("publisher connection lost; reconnecting", error=str(exc), retry_in=delay)
-                self.stop.wait(delay)
+        """Run until `stop` is set, reconnecting with backoff whenever Postgres or Redis fails.
+
+        A missing privilege raises InsufficientPrivilegeError instead: that is configuration, not an outage.
+        """
+        listen.run_reconnecting(
+            self._session,
+            self.stop,
+            what="publisher",
+            backoff=Backoff(FIRST_RETRY, self.settings.reconnect_max_delay),
+            errors=(psycopg.Error, redis.RedisError, OSError),
+            on_lost=self._lost,
+        )
         log.info("publisher stopped", enqueued_total=self.enqueued_total)
+
+    def _lost(self, exc: BaseException) -> None:
+        self._down = f"connection lost: {metrics.one_line(exc)}"
 
     def health(self) -> str | None:
         """None while connected and looping; else why not (served on /healthz)."""
@@ -109,15 +113,15 @@ class Publisher:
         """One connected session: LISTEN, register, drain, then wait for wake-ups until stopped or broken."""
         with (
             connect_redis(self.settings.redis_url) as redis_conn,
+            listen.connect(self.listen_url, CHANNEL, "profilesync-listen") as listener,
             db.connect(
-                self.settings.listen_url, autocommit=True, application_name="profilesync-listen"
-            ) as listen,
-            db.connect(
-                self.settings.database_url, autocommit=True, application_name="profilesync-publisher"
+                self.settings.database_url,
+                autocommit=True,
+                application_name="profilesync-publisher",
+                timeouts=db.Timeouts.of(self.settings),
             ) as work,
         ):
-            listen.execute(f"LISTEN {CHANNEL}")
-            pid = listen.info.backend_pid
+            pid = listener.info.backend_pid
             work.execute(_FORGET_DEAD)
             work.execute(_REGISTER, (pid,))
             log.info("publisher listening", channel=CHANNEL, backend_pid=pid)
@@ -125,19 +129,20 @@ class Publisher:
             try:
                 self.drain(work, redis_conn)
                 self.redeliver(work, redis_conn)
-                self._wait_loop(listen, work, redis_conn, pid)
+                self._wait_loop(listener, work, redis_conn, pid)
             finally:
                 if not work.closed and not work.broken:
                     work.execute("DELETE FROM profile_sync.publishers WHERE backend_pid = %s", (pid,))
 
     def _wait_loop(
         self,
-        listen: psycopg.Connection[Any],
+        listener: psycopg.Connection[Any],
         work: psycopg.Connection[Any],
         redis_conn: redis.Redis,
         pid: int,
     ) -> None:
         next_safety = time.monotonic() + self.settings.safety_interval
+        next_sweep = time.monotonic() + self.settings.sweep_interval
         while not self.stop.is_set():
             self._beat = time.monotonic()
             # Announce idleness, then drain once more: a signup that committed before the flag was visible
@@ -145,15 +150,18 @@ class Publisher:
             work.execute(_SET_IDLE, (True, pid))
             found = self.drain(work, redis_conn)
             if found == 0:
-                self._wait_for_notify(listen, until=next_safety)
+                self._wait_for_notify(listener, until=next_safety)
             work.execute(_SET_IDLE, (False, pid))
             found += self.drain(work, redis_conn)
             if found and self._steady(found):
                 self._linger(work, redis_conn, until=next_safety)
             if time.monotonic() >= next_safety:
-                listen.execute("SELECT 1")  # liveness probe of the LISTEN connection
+                listener.execute("SELECT 1")  # liveness probe of the LISTEN connection
                 self.redeliver(work, redis_conn)
                 next_safety = time.monotonic() + self.settings.safety_interval
+            if time.monotonic() >= next_sweep:
+                self.sweep(work)
+                next_sweep = time.monotonic() + self.settings.sweep_interval
 
     def _steady(self, found: int) -> bool:
         """Whether signups come faster than one per LINGER_QUIET (then linger rather than go idle).
@@ -188,17 +196,19 @@ class Publisher:
             elif time.monotonic() - quiet_since >= LINGER_QUIET:
                 return
 
-    def _wait_for_notify(self, listen: psycopg.Connection[Any], until: float) -> None:
-        """Block until a NOTIFY, the safety deadline, or stop; short slices keep SIGTERM responsive."""
+    def _wait_for_notify(self, listener: psycopg.Connection[Any], until: float) -> None:
+        """Block until a well-formed NOTIFY, the safety deadline, or stop; short slices keep SIGTERM
+        responsive."""
         while not self.stop.is_set():
             remaining = until - time.monotonic()
             if remaining <= 0:
                 return
             woke = False
-            for notify in listen.notifies(timeout=min(remaining, 0.5), stop_after=1):
-                woke = True
-                if not valid_payload(notify.payload):
-                    log.warning("ignoring malformed NOTIFY payload", payload=notify.payload[:100])
+            for notify in listener.notifies(timeout=min(remaining, 0.5), stop_after=1):
+                if valid_payload(notify.payload):
+                    woke = True
+                else:  # any role may NOTIFY: a flood of junk costs no drains and one log line per interval
+                    self._malformed.seen(notify.payload)
             if woke:
                 return
 
@@ -231,7 +241,8 @@ class Publisher:
         return len(plans)
 
     def redeliver(self, work: psycopg.Connection[Any], redis_conn: redis.Redis) -> int:
-        """Re-enqueue events whose job is gone from Redis or ended without retiring them."""
+        """Re-enqueue events whose job will not run: gone from Redis, unreadable, missing from its queue
+        list or registry, or ended without retiring them (publisher.jobstate)."""
         queue = profiles_queue(redis_conn, self.settings.queue)
         with work.transaction():
             rows = work.execute(
@@ -239,9 +250,7 @@ class Publisher:
             ).fetchall()
             if not rows:
                 return 0
-            job_ids = sorted({row[2] for row in rows})
-            found = Job.fetch_many(job_ids, connection=redis_conn, serializer=JSONSerializer)
-            live = {job.id for job in found if job is not None and job.get_status() in _LIVE_JOB_STATES}
+            live = live_jobs(redis_conn, queue, sorted({row[2] for row in rows}))
             orphans = [(event_id, user_id) for event_id, user_id, job_id in rows if job_id not in live]
             if not orphans:
                 return 0
@@ -249,3 +258,14 @@ class Publisher:
         metrics.EVENTS_ENQUEUED.inc(len(orphans))
         log.warning("events redelivered", events=len(orphans), jobs=jobs)
         return len(orphans)
+
+    def sweep(self, work: psycopg.Connection[Any]) -> int:
+        """Record users that have neither profile nor outbox row (their signup's trigger gave up on a lock,
+        or ran while our schema was broken); returns how many. Each run looks at the next
+        PROFILESYNC_SWEEP_LIMIT users by id, so one costs the same at any size; a lap covers them all."""
+        row = work.execute(_SWEEP, (self._swept_up_to, self.settings.sweep_limit)).fetchone()
+        assert row is not None
+        self._swept_up_to, recorded = row[0], int(row[1])
+        if recorded:
+            log.warning("unrecorded users swept into the outbox", users=recorded)
+        return recorded

@@ -3,12 +3,17 @@
 A SimpleWorker runs jobs in-process, so the PostgreSQL connection persists across jobs (no fork, no reconnect
 per job). Scale with more processes: `--processes N` runs RQ's worker pool of N of them; plain
 `rq worker -w worker.main.ProfileSyncWorker -S rq.serializers.JSONSerializer …` runs the same class.
+
+`ProfileSyncWorker` runs only the functions of its allow-list (whatever job class a command line asks for):
+Redis content is data, never code. After every job it checks its PostgreSQL connection and replaces one left
+busy.
 """
 
 from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from types import FrameType
@@ -16,23 +21,65 @@ from typing import Any
 
 import psycopg
 import redis
+from rq.executions import Execution
+from rq.job import Job
+from rq.queue import Queue
 from rq.serializers import JSONSerializer
 from rq.worker import BaseWorker, SimpleWorker
 from rq.worker_pool import WorkerPool
 
 from profilesync import db, metrics
+from profilesync.backoff import Backoff
 from profilesync.config import Settings
+from profilesync.errors import ProfileSyncError
 from profilesync.logs import get_logger
-from profilesync.queueing import connect_redis, profiles_queue
-from worker import runtime
+from profilesync.queueing import CREATE_PROFILES, connect_redis, profiles_queue
+from worker import jobs, runtime
 
 log = get_logger(__name__)
+
+FIRST_RETRY = 0.5  # seconds before the first restart after RQ left its loop
+# What a job may run, by the name it carries: looked up here, never imported from Redis content.
+ALLOWED: dict[str, Callable[..., Any]] = {CREATE_PROFILES: jobs.create_profiles}
+
+
+class ForbiddenJobError(ProfileSyncError):
+    """Refused to run a job that is not on the worker's allow-list"""
+
+
+class AllowListedJob(Job):
+    """A job whose function comes from ALLOWED by name. RQ's own Job imports whatever dotted path the job's
+    hash names (`os.system`…), and its success/failure/stopped callbacks too: ours have none, so none run."""
+
+    @property
+    def func(self) -> Callable[..., Any]:
+        name = self.func_name
+        function = ALLOWED.get(name) if isinstance(name, str) and self.instance is None else None
+        if function is None:
+            self.retries_left = 0  # retrying cannot make it allowed
+            shown = repr(name)[:100]
+            log.error("refused a job that is not on the allow-list", job_id=self.id, function=shown)
+            raise ForbiddenJobError(shown)
+        return function
+
+    @property
+    def success_callback(self) -> None:
+        return None
+
+    @property
+    def failure_callback(self) -> None:
+        return None
+
+    @property
+    def stopped_callback(self) -> None:
+        return None
 
 
 class ProfileSyncWorker(SimpleWorker):
     """Remembers whether it was asked to stop: RQ also leaves its loop, quietly, when Redis goes away.
 
-    Built by RQ's worker pool and by `rq worker -w` too, so its maintenance defaults come from the Settings.
+    Built by RQ's worker pool and by `rq worker -w` too, so its maintenance defaults come from the Settings,
+    and so is the allow-list: its job class is AllowListedJob whatever the caller passes.
     """
 
     stop_signalled = False
@@ -45,7 +92,14 @@ class ProfileSyncWorker(SimpleWorker):
         # Maintenance only runs between dequeues, whose blocking wait is worker_ttl - 15 s: keep them equal.
         kwargs.setdefault("maintenance_interval", settings.worker_maintenance_interval)
         kwargs.setdefault("worker_ttl", settings.worker_maintenance_interval + 15)
+        kwargs["job_class"] = AllowListedJob
         super().__init__(*args, **kwargs)
+
+    def perform_job(self, job: Job, queue: Queue, execution: Execution) -> bool:
+        try:
+            return super().perform_job(job, queue, execution)
+        finally:
+            runtime.release()  # success, failure or RQ's timeout: never keep a busy connection
 
     def handle_job_failure(self, job: Any, queue: Any, *args: Any, **kwargs: Any) -> None:
         metrics.JOBS_FAILED.inc()
@@ -76,25 +130,28 @@ def run(settings: Settings, *, burst: bool = False, name: str | None = None) -> 
     level = settings.log_level.upper()
     stop = threading.Event()
     worked = False
-    delay = 0.0
+    backoff = Backoff(FIRST_RETRY, settings.reconnect_max_delay)
     current: list[ProfileSyncWorker] = []
     metrics.serve(settings, metrics.registry(WORKER_METRICS), _health(settings, lambda: current[-1:]))
     try:
         while True:
-            worker = _make_worker(settings, name)
-            current[:] = [worker]
+            started = time.monotonic()
+            worker: ProfileSyncWorker | None = None
             try:
+                worker = _make_worker(settings, name)  # talks to Redis already (CLIENT SETNAME)
+                current[:] = [worker]
                 worked |= bool(worker.work(burst=burst, with_scheduler=True, logging_level=level))
-            except redis.RedisError as exc:  # from RQ's own teardown while Redis is down
+            except redis.RedisError as exc:  # Redis down at start, or RQ's own teardown while it is down
                 log.warning("worker lost Redis", error=str(exc))
             finally:
-                worker.connection.close()
-            if burst or worker.stop_signalled:
+                if worker is not None:
+                    worker.connection.close()
+            if burst or (worker is not None and worker.stop_signalled):
                 return worked
             for sig in (signal.SIGTERM, signal.SIGINT):  # until the next worker installs RQ's handlers
                 signal.signal(sig, lambda *_: stop.set())
-            delay = min(settings.reconnect_max_delay, max(0.5, delay * 2))
-            log.warning("worker stopped unexpectedly; starting again", retry_in=delay)
+            delay = backoff.next_delay(time.monotonic() - started)
+            log.warning("worker stopped unexpectedly; starting again", retry_in=round(delay, 3))
             if stop.wait(delay):
                 return worked
     finally:

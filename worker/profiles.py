@@ -8,7 +8,7 @@ from typing import Any
 
 import psycopg
 
-from profilesync.db import is_transient
+from profilesync.db import is_transient, raise_if_denied
 
 
 @dataclass
@@ -58,6 +58,8 @@ def _create(
         with conn.transaction():
             row = conn.execute(query, {"ids": user_ids, "policy": policy}).fetchone()
     except psycopg.Error as exc:
+        # A missing grant is the deployment's fault, not these users': no bisecting, no failed marks.
+        raise_if_denied(exc, "the worker runs as profilesync_worker or the migrations' owner")
         if is_transient(exc) or conn.broken:
             raise
         if len(user_ids) == 1:

@@ -9,7 +9,9 @@ BEGIN
   FOREACH r IN ARRAY ARRAY['anon', 'authenticated', 'service_role', 'supabase_auth_admin'] LOOP
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r) THEN
       BEGIN
-        EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN', r);
+        -- service_role bypasses row level security on Supabase (BYPASSRLS); the others do not
+        EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN%s', r,
+                                  CASE WHEN r = 'service_role' THEN ' BYPASSRLS' ELSE '' END);
       EXCEPTION WHEN duplicate_object OR unique_violation THEN
         NULL;  -- another session created it concurrently
       END;

@@ -24,6 +24,9 @@ SAFETY_INTERVAL = 0.5
 REDELIVER_AFTER = 3.0
 RECONNECT_MAX_DELAY = 1.0
 JOB_TIMEOUT = 5  # a SimpleWorker's started-registry entry expires JOB_TIMEOUT + 60 s after the job started
+STATEMENT_TIMEOUT = 3  # below JOB_TIMEOUT, as in production
+LOCK_TIMEOUT = 2
+SWEEP_INTERVAL = 1.0
 WORKER_MAINTENANCE_INTERVAL = 5
 RETRY_FIRST_INTERVAL = 2  # queueing.RETRY_INTERVALS[0]
 # Worst case for a killed worker's job: its registry entry expires, the next maintenance pass of a live worker
@@ -88,6 +91,9 @@ def child_env(database_url: str, redis_url: str) -> dict[str, str]:
             "PROFILESYNC_REDELIVER_AFTER": str(REDELIVER_AFTER),
             "PROFILESYNC_RECONNECT_MAX_DELAY": str(RECONNECT_MAX_DELAY),
             "PROFILESYNC_JOB_TIMEOUT": str(JOB_TIMEOUT),
+            "PROFILESYNC_STATEMENT_TIMEOUT": str(STATEMENT_TIMEOUT),
+            "PROFILESYNC_LOCK_TIMEOUT": str(LOCK_TIMEOUT),
+            "PROFILESYNC_SWEEP_INTERVAL": str(SWEEP_INTERVAL),
             "PROFILESYNC_WORKER_MAINTENANCE_INTERVAL": str(WORKER_MAINTENANCE_INTERVAL),
             "PROFILESYNC_LOG_FORMAT": "json",
             "PROFILESYNC_LOG_LEVEL": "INFO",

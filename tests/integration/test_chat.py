@@ -331,7 +331,7 @@ def test_the_readiness_functions_are_security_definer_with_empty_search_path(con
         """
     ).fetchall()
     assert len(rows) == 5
-    assert all(secdef and config == ['search_path=""'] for _, secdef, config in rows), rows
+    assert all(secdef and config[0] == 'search_path=""' for _, secdef, config in rows), rows
 
 
 def test_a_profile_insert_never_fails_because_of_the_readiness_trigger(conn: Conn) -> None:

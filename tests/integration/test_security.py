@@ -125,6 +125,7 @@ _EXPECTED_GRANTS = {
         ),
         (_EVENTS, "enqueued_at", "UPDATE"),
         (_EVENTS, "job_id", "UPDATE"),
+        ("profile_sync.record_unrecorded_users(uuid,integer)", None, "EXECUTE"),  # the sweeper
     },
     WORKER: {
         ("profile_sync", None, "USAGE"),

@@ -131,7 +131,7 @@ def test_parse_tps() -> None:
 def test_cli_arguments() -> None:
     args = parse_args(["--quick", "--only", "M3", "M6"])
     assert args.quick and args.only == ["M3", "M6"]
-    assert parse_args([]).only == ["M1", "M2", "M3", "M4", "M5", "M6"]
+    assert parse_args([]).only == ["M1", "M2", "M3", "M4", "M5", "M6", "M7"]
     with pytest.raises(SystemExit):
         parse_args(["--only", "M9"])
 

@@ -39,12 +39,13 @@ def test_a_waiter_times_out_when_nothing_wakes_it() -> None:
     assert Waiter(USER).wait(-1) is Wake.TIMEOUT
 
 
-def test_ready_is_final_and_wins_over_recheck() -> None:
+def test_ready_wins_over_recheck_and_each_is_consumed_once() -> None:
     waiter = Waiter(USER)
     waiter.wake(ready=False)
     waiter.wake(ready=True)
-    assert waiter.wait(0) is Wake.READY
-    assert waiter.wait(0) is Wake.READY
+    assert waiter.wait(0) is Wake.READY  # a hint: the caller checks, and may wait again
+    assert waiter.wait(0) is Wake.RECHECK
+    assert waiter.wait(0) is Wake.TIMEOUT
 
 
 def test_recheck_is_consumed_by_the_wait_that_returns_it() -> None:

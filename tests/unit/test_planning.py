@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 
-from publisher.planning import flatten, next_backoff, plan_jobs, valid_payload
+from publisher.planning import flatten, plan_jobs, valid_payload
 
 
 def test_plan_jobs_chunks_distinct_users_and_keeps_every_event() -> None:
@@ -35,11 +35,3 @@ def test_notify_payload_must_be_a_uuid() -> None:
     assert valid_payload(str(uuid.uuid4()))
     for bad in ("", "garbage", "1; DROP TABLE x", "{}", "x" * 8000):
         assert not valid_payload(bad)
-
-
-def test_backoff_doubles_up_to_the_cap() -> None:
-    delays = [0.0]
-    for _ in range(8):
-        delays.append(next_backoff(delays[-1], 10.0))
-    assert delays[1:5] == [0.5, 1.0, 2.0, 4.0]
-    assert max(delays) == 10.0
