@@ -22,7 +22,7 @@ from rq import Queue
 from profilesync import db
 from profilesync.config import Settings
 from profilesync.logs import configure
-from profilesync.queueing import CREATE_PROFILES, connect_redis, profiles_queue
+from profilesync.queueing import CREATE_PROFILES, JobPlan, connect_redis, profiles_queue
 from publisher.service import Publisher
 
 NAIVE_CHANNEL = "bench_naive_signup"
@@ -71,9 +71,9 @@ OURS_BUSY_SQL = "INSERT INTO profile_sync.publishers (backend_pid, idle) VALUES 
 class IdealPublisher(Publisher):
     """Our publisher's wake-up and idle protocol; it creates the profiles itself in the claim transaction."""
 
-    def dispatch(self, work: psycopg.Connection[Any], queue: Queue, events: list[tuple[int, Any]]) -> int:
-        work.execute("SELECT * FROM profile_sync.create_profiles(%s)", ([user_id for _, user_id in events],))
-        return 0
+    def dispatch(self, work: psycopg.Connection[Any], queue: Queue, plans: list[JobPlan]) -> None:
+        user_ids = [user_id for plan in plans for user_id in plan.user_ids]
+        work.execute("SELECT * FROM profile_sync.create_profiles(%s::uuid[])", (user_ids,))
 
 
 class NoLingerPublisher(Publisher):

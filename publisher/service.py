@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from typing import Any
 
 import psycopg
@@ -17,12 +18,12 @@ from rq import Queue
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from profilesync import db, metrics
+from profilesync import db
 from profilesync.config import Settings, is_transaction_pooler, redact
 from profilesync.errors import ConfigError
 from profilesync.logs import get_logger
-from profilesync.queueing import connect_redis, enqueue_plans, profiles_queue
-from publisher.planning import flatten, next_backoff, plan_jobs, valid_payload
+from profilesync.queueing import JobPlan, connect_redis, enqueue_plans, profiles_queue
+from publisher.planning import flatten, group_claimed, next_backoff, plan_jobs, valid_payload
 
 CHANNEL = "profile_sync_signup"
 # After a drain that found events, poll every LINGER_POLL seconds until LINGER_QUIET seconds pass without any;
@@ -30,16 +31,32 @@ CHANNEL = "profile_sync_signup"
 LINGER_POLL = 0.0005
 BACKLOG_POLL = 0.005
 LINGER_QUIET = 0.05
+# Claims read pending events above a cursor trailing the highest claimed id by CURSOR_LAG to 2 x CURSOR_LAG
+# seconds: a signup whose id is lower than one already claimed, but which committed after it, is still above
+# it. A signup transaction open for longer is found by the full sweep (from id 0) on the safety timer.
+CURSOR_LAG = 1.0
 _LIVE_JOB_STATES = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
 
 log = get_logger(__name__)
 
+# Claim and mark in one statement: rows are locked and marked in the claiming transaction, which commits only
+# after Redis took their jobs (a failure before that rolls the marks back). Pending events are read through
+# the primary key from `after` (see CURSOR_LAG). Duplicate events of a user land in the same job.
 _CLAIM = """
-SELECT id, user_id FROM profile_sync.signup_events
-WHERE enqueued_at IS NULL
-ORDER BY id
-LIMIT %s
-FOR UPDATE SKIP LOCKED
+WITH claimed AS (
+  SELECT id, user_id FROM profile_sync.signup_events
+  WHERE id > %(after)s AND enqueued_at IS NULL
+  ORDER BY id
+  LIMIT %(limit)s
+  FOR UPDATE SKIP LOCKED
+), jobs AS (
+  SELECT id, %(prefix)s || ((dense_rank() OVER (ORDER BY user_id) - 1) / %(per_job)s) AS job_id FROM claimed
+)
+UPDATE profile_sync.signup_events e
+SET enqueued_at = now(), job_id = j.job_id
+FROM jobs j
+WHERE e.id = j.id
+RETURNING e.id, e.user_id, e.job_id
 """
 _MARK = """
 UPDATE profile_sync.signup_events e
@@ -47,10 +64,11 @@ SET enqueued_at = now(), job_id = v.job_id
 FROM unnest(%s::bigint[], %s::text[]) AS v(id, job_id)
 WHERE e.id = v.id
 """
+# Oldest claims first, through signup_events_enqueued_idx: no scan and sort of a backlog.
 _STALE = """
 SELECT id, user_id, job_id FROM profile_sync.signup_events
 WHERE enqueued_at < now() - make_interval(secs => %s) AND failed_at IS NULL
-ORDER BY id
+ORDER BY enqueued_at
 LIMIT %s
 FOR UPDATE SKIP LOCKED
 """
@@ -62,8 +80,8 @@ _REGISTER = """
 INSERT INTO profile_sync.publishers (backend_pid, idle) VALUES (%s, false)
 ON CONFLICT (backend_pid) DO UPDATE SET idle = false, updated_at = now()
 """
-_PENDING = "SELECT 1 FROM profile_sync.signup_events WHERE enqueued_at IS NULL LIMIT 1"
-_SET_IDLE = "UPDATE profile_sync.publishers SET idle = %s, updated_at = now() WHERE backend_pid = %s"
+_PENDING = "SELECT 1 FROM profile_sync.signup_events WHERE id > %s AND enqueued_at IS NULL LIMIT 1"
+_ANNOUNCE = "SELECT profile_sync.announce_publisher(%s, %s)"
 
 
 class Publisher:
@@ -77,8 +95,10 @@ class Publisher:
         self.stop = stop or threading.Event()
         self.enqueued_total = 0
         self._last_event = 0.0  # monotonic time of the last wake-up that found events
-        self._down: str | None = "not connected yet"  # why the publisher is unhealthy, None when it is not
-        self._beat = time.monotonic()  # last pass of the wait loop or drain batch
+        self._claimed_max = 0  # the highest event id claimed
+        self._after = 0  # claims read ids above this (see CURSOR_LAG)
+        self._trail = 0  # _claimed_max when the cursor last moved; the cursor's next value
+        self._cursor_moves_at = 0.0
 
     # -- main loop -------------------------------------------------------------------------------------------
 
@@ -91,19 +111,9 @@ class Publisher:
                 delay = 0.0
             except (psycopg.Error, redis.RedisError, OSError) as exc:
                 delay = next_backoff(delay, self.settings.reconnect_max_delay)
-                self._down = f"connection lost: {metrics.one_line(exc)}"
                 log.warning("publisher connection lost; reconnecting", error=str(exc), retry_in=delay)
                 self.stop.wait(delay)
         log.info("publisher stopped", enqueued_total=self.enqueued_total)
-
-    def health(self) -> str | None:
-        """None while connected and looping; else why not (served on /healthz)."""
-        if self._down is not None:
-            return self._down
-        quiet = time.monotonic() - self._beat
-        if quiet > 2 * self.settings.safety_interval + 10:
-            return f"publisher loop stalled: no pass for {quiet:.0f}s"
-        return None
 
     def _session(self) -> None:
         """One connected session: LISTEN, register, drain, then wait for wake-ups until stopped or broken."""
@@ -120,15 +130,16 @@ class Publisher:
             pid = listen.info.backend_pid
             work.execute(_FORGET_DEAD)
             work.execute(_REGISTER, (pid,))
+            work.execute(_ANNOUNCE, (pid, False))
             log.info("publisher listening", channel=CHANNEL, backend_pid=pid)
-            self._down = None
             try:
-                self.drain(work, redis_conn)
+                self.drain(work, redis_conn, full=True)
                 self.redeliver(work, redis_conn)
                 self._wait_loop(listen, work, redis_conn, pid)
             finally:
                 if not work.closed and not work.broken:
                     work.execute("DELETE FROM profile_sync.publishers WHERE backend_pid = %s", (pid,))
+                    work.execute(_ANNOUNCE, (pid, False))  # recount the idle publishers without this one
 
     def _wait_loop(
         self,
@@ -139,19 +150,19 @@ class Publisher:
     ) -> None:
         next_safety = time.monotonic() + self.settings.safety_interval
         while not self.stop.is_set():
-            self._beat = time.monotonic()
             # Announce idleness, then drain once more: a signup that committed before the flag was visible
             # did not NOTIFY, and this drain picks it up. Anything later NOTIFYs.
-            work.execute(_SET_IDLE, (True, pid))
+            work.execute(_ANNOUNCE, (pid, True))
             found = self.drain(work, redis_conn)
             if found == 0:
                 self._wait_for_notify(listen, until=next_safety)
-            work.execute(_SET_IDLE, (False, pid))
+            work.execute(_ANNOUNCE, (pid, False))
             found += self.drain(work, redis_conn)
             if found and self._steady(found):
                 self._linger(work, redis_conn, until=next_safety)
             if time.monotonic() >= next_safety:
                 listen.execute("SELECT 1")  # liveness probe of the LISTEN connection
+                self.drain(work, redis_conn, full=True)
                 self.redeliver(work, redis_conn)
                 next_safety = time.monotonic() + self.settings.safety_interval
 
@@ -174,7 +185,7 @@ class Publisher:
         While the workers have a job still waiting in the queue, pending events are left to grow the next job.
         Returns by `until` at the latest, so the safety timer still runs.
         """
-        queue_key = profiles_queue(redis_conn, self.settings.queue).key
+        queue_key = profiles_queue(redis_conn).key
         quiet_since = time.monotonic()
         poll = LINGER_POLL
         while not self.stop.wait(poll) and time.monotonic() < until:
@@ -182,7 +193,7 @@ class Publisher:
             if redis_conn.llen(queue_key) > 0:
                 quiet_since = time.monotonic()
                 poll = BACKLOG_POLL
-            elif work.execute(_PENDING).fetchone():
+            elif work.execute(_PENDING, (self._after,)).fetchone():
                 quiet_since = time.monotonic()
                 self.drain(work, redis_conn)
             elif time.monotonic() - quiet_since >= LINGER_QUIET:
@@ -204,35 +215,51 @@ class Publisher:
 
     # -- work ------------------------------------------------------------------------------------------------
 
-    def drain(self, work: psycopg.Connection[Any], redis_conn: redis.Redis) -> int:
-        """Claim pending events batch by batch and dispatch them; returns events handled."""
-        queue = profiles_queue(redis_conn, self.settings.queue)
+    def drain(self, work: psycopg.Connection[Any], redis_conn: redis.Redis, *, full: bool = False) -> int:
+        """Claim pending events batch by batch and dispatch them; returns events handled.
+
+        From the cursor, or from id 0 with `full` (a sweep for events that committed behind the cursor).
+        """
+        queue = profiles_queue(redis_conn)
+        after = 0 if full else self._move_cursor()
         total = 0
         while not self.stop.is_set():
+            params = {
+                "after": after,
+                "limit": self.settings.drain_batch_size,
+                "prefix": f"profiles-{uuid.uuid4()}-",
+                "per_job": self.settings.job_batch_size,
+            }
             with work.transaction():
-                rows = work.execute(_CLAIM, (self.settings.drain_batch_size,)).fetchall()
+                rows = work.execute(_CLAIM, params).fetchall()
                 if not rows:
                     break
-                jobs = self.dispatch(work, queue, rows)
+                plans = group_claimed(rows)
+                self.dispatch(work, queue, plans)
             total += len(rows)
-            self._beat = time.monotonic()
-            metrics.EVENTS_ENQUEUED.inc(len(rows))
-            log.info("events enqueued", events=len(rows), jobs=jobs)
+            after = max(after, max(row[0] for row in rows))  # the next batch: past this one
+            self._claimed_max = max(self._claimed_max, after)
+            log.info("events enqueued", events=len(rows), jobs=len(plans))
             if len(rows) < self.settings.drain_batch_size:
                 break
         self.enqueued_total += total
         return total
 
-    def dispatch(self, work: psycopg.Connection[Any], queue: Queue, events: list[tuple[int, Any]]) -> int:
-        """In the claiming transaction: the events' jobs into Redis, then mark them enqueued; returns jobs."""
-        plans = plan_jobs(events, self.settings.job_batch_size)
+    def _move_cursor(self) -> int:
+        """The id claims start after: the highest claimed id as of CURSOR_LAG to 2 x CURSOR_LAG ago."""
+        now = time.monotonic()
+        if now >= self._cursor_moves_at:
+            self._after, self._trail = self._trail, self._claimed_max
+            self._cursor_moves_at = now + CURSOR_LAG
+        return self._after
+
+    def dispatch(self, work: psycopg.Connection[Any], queue: Queue, plans: list[JobPlan]) -> None:
+        """In the claiming transaction, its events already marked: their jobs into Redis before it commits."""
         enqueue_plans(queue, plans, self.settings)
-        work.execute(_MARK, flatten(plans))
-        return len(plans)
 
     def redeliver(self, work: psycopg.Connection[Any], redis_conn: redis.Redis) -> int:
         """Re-enqueue events whose job is gone from Redis or ended without retiring them."""
-        queue = profiles_queue(redis_conn, self.settings.queue)
+        queue = profiles_queue(redis_conn)
         with work.transaction():
             rows = work.execute(
                 _STALE, (self.settings.redeliver_after, self.settings.drain_batch_size)
@@ -245,7 +272,8 @@ class Publisher:
             orphans = [(event_id, user_id) for event_id, user_id, job_id in rows if job_id not in live]
             if not orphans:
                 return 0
-            jobs = self.dispatch(work, queue, orphans)
-        metrics.EVENTS_ENQUEUED.inc(len(orphans))
-        log.warning("events redelivered", events=len(orphans), jobs=jobs)
+            plans = plan_jobs(orphans, self.settings.job_batch_size)
+            work.execute(_MARK, flatten(plans))
+            self.dispatch(work, queue, plans)
+        log.warning("events redelivered", events=len(orphans), jobs=len(plans))
         return len(orphans)

@@ -58,7 +58,8 @@ def test_worker_killed_mid_batch_has_its_job_retried_and_completed(target: Targe
     finish(target, Row("kill -9 worker mid-batch, restart", 1000, "1 x SIGKILL", state, recovery))
 
 
-# Holds the publisher between "Redis has the jobs" and "events marked enqueued" while the test holds the lock.
+# Holds the publisher between "Redis has the jobs" and the commit of its claim (which marked the events) while
+# the test holds the lock: a deferred trigger on the mark runs at commit.
 GATE = """
 CREATE FUNCTION faults_audit.gate() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -66,8 +67,8 @@ BEGIN
   RETURN NEW;
 END
 $$;
-CREATE TRIGGER faults_gate BEFORE UPDATE OF enqueued_at ON profile_sync.signup_events
-  FOR EACH ROW EXECUTE FUNCTION faults_audit.gate();
+CREATE CONSTRAINT TRIGGER faults_gate AFTER UPDATE OF enqueued_at ON profile_sync.signup_events
+  DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION faults_audit.gate();
 """
 
 

@@ -147,11 +147,11 @@ def test_trigger_works_as_supabase_auth_admin_with_auth_search_path(conn: Conn) 
     assert count(conn, EVENTS) == 1
 
 
-def test_trigger_function_is_security_definer_with_empty_search_path(conn: Conn) -> None:
+def test_trigger_function_is_security_definer_with_empty_search_path_and_a_lock_timeout(conn: Conn) -> None:
     row = conn.execute(
         "SELECT prosecdef, proconfig FROM pg_proc WHERE oid = 'profile_sync.on_auth_user_created'::regproc"
     ).fetchone()
-    assert row == (True, ['search_path=""'])
+    assert row == (True, ['search_path=""', "lock_timeout=150ms"])
 
 
 def test_a_broken_outbox_never_blocks_a_signup(conn: Conn) -> None:
