@@ -64,8 +64,14 @@ CREATE TRIGGER bench_notify_signup AFTER INSERT ON auth.users
 )
 
 # Our trigger with its NOTIFY forced on (a publisher that is always idle) or off (one that is never idle).
-OURS_IDLE_SQL = "INSERT INTO profile_sync.publishers (backend_pid, idle) VALUES (0, true);\n"
-OURS_BUSY_SQL = "INSERT INTO profile_sync.publishers (backend_pid, idle) VALUES (0, false);\n"
+OURS_IDLE_SQL = (
+    "INSERT INTO profile_sync.publishers (backend_pid, idle) VALUES (0, true);\n"
+    "SELECT profile_sync.announce_publisher(0, true);\n"
+)
+OURS_BUSY_SQL = (
+    "INSERT INTO profile_sync.publishers (backend_pid, idle) VALUES (0, false);\n"
+    "SELECT profile_sync.announce_publisher(0, false);\n"
+)
 
 
 class IdealPublisher(Publisher):
@@ -83,7 +89,7 @@ class NoLingerPublisher(Publisher):
         return
 
 
-def _stop_on_sigterm() -> threading.Event:
+def stop_on_sigterm() -> threading.Event:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     return stop
@@ -93,20 +99,20 @@ def run_ideal(database_url: str, redis_url: str) -> None:
     """Process entry point: the ideal consumer until SIGTERM."""
     configure("WARNING")
     settings = Settings(database_url=database_url, redis_url=redis_url, log_level="WARNING")
-    IdealPublisher(settings, _stop_on_sigterm()).run()
+    IdealPublisher(settings, stop_on_sigterm()).run()
 
 
 def run_no_linger(database_url: str, redis_url: str) -> None:
     """Process entry point: our publisher without the linger, until SIGTERM."""
     configure("WARNING")
     settings = Settings(database_url=database_url, redis_url=redis_url, log_level="WARNING")
-    NoLingerPublisher(settings, _stop_on_sigterm()).run()
+    NoLingerPublisher(settings, stop_on_sigterm()).run()
 
 
 def run_naive(database_url: str, redis_url: str, ready: multiprocessing.synchronize.Event) -> None:
     """Process entry point: LISTEN, and enqueue one job per notified user, until SIGTERM."""
     configure("WARNING")
-    stop = _stop_on_sigterm()
+    stop = stop_on_sigterm()
     with (
         db.connect(database_url, autocommit=True, application_name="bench-naive") as listen,
         connect_redis(redis_url) as redis_conn,

@@ -25,11 +25,12 @@ from profilesync.config import Settings
 from profilesync.logs import get_logger
 from profilesync.queueing import connect_redis, profiles_queue
 from worker import runtime
+from worker.bookkeeping import FewerRoundTrips
 
 log = get_logger(__name__)
 
 
-class ProfileSyncWorker(SimpleWorker):
+class ProfileSyncWorker(FewerRoundTrips, SimpleWorker):
     """Remembers whether it was asked to stop: RQ also leaves its loop, quietly, when Redis goes away.
 
     Built by RQ's worker pool and by `rq worker -w` too, so its maintenance defaults come from the Settings.

@@ -56,7 +56,8 @@ def _create(
         return
     try:
         with conn.transaction():
-            row = conn.execute(query, {"ids": user_ids, "policy": policy}).fetchone()
+            # Prepared once per connection: every job runs the same statement.
+            row = conn.execute(query, {"ids": user_ids, "policy": policy}, prepare=True).fetchone()
     except psycopg.Error as exc:
         if is_transient(exc) or conn.broken:
             raise

@@ -82,8 +82,15 @@ def test_publisher_killed_after_enqueue_before_commit_redelivers_and_changes_not
     queue = profiles_queue(target.redis)
     assert wait_for(lambda: queue.count >= 1 and target.waiting_on_lock("profilesync-publisher") == 1)
     first_jobs = queue.count
-    procs.kill("publisher")  # its jobs are in Redis, its events not marked: the transaction never commits
+    procs.kill("publisher")  # its jobs are in Redis, its claim not committed: the transaction never commits
     killed_at = time.monotonic()
+    # Its backend already has the COMMIT (held by the gate); a publisher killed before sending it leaves a
+    # backend that rolls back at the closed socket: end the backend the same way.
+    target.conn.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+        ("profilesync-publisher",),
+    )
+    assert wait_for(lambda: target.waiting_on_lock("profilesync-publisher") == 0)
     target.conn.execute("SELECT pg_advisory_unlock(4242)")
     procs.start("publisher", "publisher")
     assert wait_for(lambda: target.count(PENDING) == 0)
