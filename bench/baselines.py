@@ -79,6 +79,7 @@ class IdealPublisher(Publisher):
 
     def dispatch(self, work: psycopg.Connection[Any], queue: Queue, plans: list[JobPlan]) -> None:
         user_ids = [user_id for plan in plans for user_id in plan.user_ids]
+        work.execute("SET LOCAL synchronous_commit = on")  # profiles are durable, as the worker's are
         work.execute("SELECT * FROM profile_sync.create_profiles(%s::uuid[])", (user_ids,))
 
 

@@ -128,6 +128,10 @@ class Publisher:
         ):
             listen.execute(f"LISTEN {CHANNEL}")
             pid = listen.info.backend_pid
+            # What this connection writes is soft state: a claim or mark lost in a crash is claimed or
+            # redelivered again (duplicate jobs change nothing), the idle flag is recomputed. Not worth an
+            # fsync on the way to every profile; the signup's event and the profile itself stay synchronous.
+            work.execute("SET synchronous_commit = off")
             work.execute(_FORGET_DEAD)
             work.execute(_REGISTER, (pid,))
             work.execute(_ANNOUNCE, (pid, False))
@@ -149,16 +153,23 @@ class Publisher:
         pid: int,
     ) -> None:
         next_safety = time.monotonic() + self.settings.safety_interval
+        idle = False
         while not self.stop.is_set():
-            # Announce idleness, then drain once more: a signup that committed before the flag was visible
-            # did not NOTIFY, and this drain picks it up. Anything later NOTIFYs.
-            work.execute(_ANNOUNCE, (pid, True))
-            found = self.drain(work, redis_conn)
+            found = 0
+            if not idle:
+                # Announce idleness, then drain once more: a signup that committed before the flag was visible
+                # did not NOTIFY, and this drain picks it up. Anything later NOTIFYs (while we stay idle, a
+                # signup during a drain too: its NOTIFY waits for the next _wait_for_notify).
+                work.execute(_ANNOUNCE, (pid, True))
+                idle = True
+                found = self.drain(work, redis_conn)
             if found == 0:
                 self._wait_for_notify(listen, until=next_safety)
-            work.execute(_ANNOUNCE, (pid, False))
-            found += self.drain(work, redis_conn)
+                found = self.drain(work, redis_conn)  # still announced idle: nothing before the claim
             if found and self._steady(found):
+                # A stream: stop the signups' NOTIFYs (a cluster-wide lock at their commit) and poll instead.
+                work.execute(_ANNOUNCE, (pid, False))
+                idle = False
                 self._linger(work, redis_conn, until=next_safety)
             if time.monotonic() >= next_safety:
                 listen.execute("SELECT 1")  # liveness probe of the LISTEN connection
@@ -230,7 +241,8 @@ class Publisher:
                 "prefix": f"profiles-{uuid.uuid4()}-",
                 "per_job": self.settings.job_batch_size,
             }
-            with work.transaction():
+            # Pipeline mode: BEGIN and the claim in one round trip, the COMMIT in another.
+            with work.pipeline(), work.transaction():
                 rows = work.execute(_CLAIM, params).fetchall()
                 if not rows:
                     break
