@@ -45,7 +45,7 @@ log = get_logger(__name__)
 _CLAIM = """
 WITH claimed AS (
   SELECT id, user_id FROM profile_sync.signup_events
-  WHERE id > %(after)s AND enqueued_at IS NULL
+  WHERE id > %(after)s::bigint AND enqueued_at IS NULL
   ORDER BY id
   LIMIT %(limit)s
   FOR UPDATE SKIP LOCKED
@@ -80,7 +80,10 @@ _REGISTER = """
 INSERT INTO profile_sync.publishers (backend_pid, idle) VALUES (%s, false)
 ON CONFLICT (backend_pid) DO UPDATE SET idle = false, updated_at = now()
 """
-_PENDING = "SELECT 1 FROM profile_sync.signup_events WHERE id > %s AND enqueued_at IS NULL LIMIT 1"
+# In id order so that the plan walks the primary key from the cursor, whatever the statistics say.
+_PENDING = """
+SELECT 1 FROM profile_sync.signup_events WHERE id > %s::bigint AND enqueued_at IS NULL ORDER BY id LIMIT 1
+"""
 _ANNOUNCE = "SELECT profile_sync.announce_publisher(%s, %s)"
 
 

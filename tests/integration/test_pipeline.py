@@ -277,3 +277,74 @@ def test_migrate_refuses_a_database_without_auth_users(pg_admin_url: str) -> Non
                 migrate(target)
         finally:
             admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def _plan(conn: Conn, query: str, params: tuple[Any, ...]) -> dict[str, Any]:
+    """The executed plan (EXPLAIN ANALYZE, BUFFERS) of `query`, rolled back."""
+    with conn.transaction(force_rollback=True):
+        row = conn.execute(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {query}", params).fetchone()
+    assert row is not None
+    return dict(row[0][0])
+
+
+def _blocks(plan: dict[str, Any]) -> int:
+    node = plan["Plan"]
+    return int(node["Shared Hit Blocks"]) + int(node["Shared Read Blocks"])
+
+
+def test_polling_from_the_cursor_skips_events_retired_under_a_long_snapshot(
+    conn: Conn, settings: Settings, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A REPEATABLE READ snapshot held open keeps every retired event's index entries alive (issue 9.7).
+    from publisher import service
+
+    monkeypatch.setattr(service, "CURSOR_LAG", 0.0)
+    with psycopg.connect(database_url) as old:
+        old.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        old.execute("SELECT count(*) FROM profile_sync.signup_events").fetchone()
+        bulk_signup(conn, 5000)
+        publisher = Publisher(settings)
+        with psycopg.connect(settings.database_url, autocommit=True) as work:
+            redis_conn = connect_redis(settings.redis_url)
+            assert publisher.drain(work, redis_conn) == 5000
+            conn.execute("DELETE FROM profile_sync.signup_events")  # as the workers retire them
+            assert publisher.drain(work, redis_conn) == 0
+            assert publisher.drain(work, redis_conn) == 0  # the cursor has moved past them
+        from_cursor = _plan(conn, service._PENDING, (publisher._after,))
+        full_sweep = _plan(conn, service._PENDING, (0,))
+    assert full_sweep["Plan"]["Actual Rows"] == from_cursor["Plan"]["Actual Rows"] == 0
+    assert _blocks(full_sweep) > 20  # the dead entries are there: a poll from id 0 walks them all
+    assert _blocks(from_cursor) <= 3
+
+
+def test_a_signup_that_commits_behind_the_cursor_is_claimed_by_the_full_sweep(
+    conn: Conn, settings: Settings, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from publisher import service
+
+    monkeypatch.setattr(service, "CURSOR_LAG", 0.0)
+    with psycopg.connect(database_url) as slow:
+        late = signup(slow)  # its event has the lower id, but commits last
+        signup(conn)
+        publisher = Publisher(settings)
+        with psycopg.connect(settings.database_url, autocommit=True) as work:
+            redis_conn = connect_redis(settings.redis_url)
+            assert publisher.drain(work, redis_conn) == 1
+            assert publisher.drain(work, redis_conn) == 0
+            slow.commit()
+            assert publisher.drain(work, redis_conn) == 0  # behind the cursor
+            assert publisher.drain(work, redis_conn, full=True) == 1
+    claimed = "SELECT count(*) FROM profile_sync.signup_events WHERE user_id = %s AND job_id IS NOT NULL"
+    assert count(conn, claimed, (late,)) == 1
+
+
+def test_redelivery_reads_stale_events_through_an_index(conn: Conn) -> None:
+    bulk_signup(conn, 20000)
+    conn.execute("UPDATE profile_sync.signup_events SET enqueued_at = now(), job_id = 'j'")
+    conn.execute("ANALYZE profile_sync.signup_events")
+    from publisher import service
+
+    text = str(_plan(conn, service._STALE, (60.0, 2000)))
+    assert "signup_events_enqueued_idx" in text
+    assert "'Sort'" not in text
+    assert "Seq Scan" not in text
