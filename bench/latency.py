@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import redis
 
 from bench import signups
 from bench.consumers import running, wait_for_profiles
@@ -58,6 +59,24 @@ def _burst_times(url: str, tag: str) -> tuple[float, float]:
     return float(row[0]), float(row[1])
 
 
+def _redis_size(redis_url: str) -> tuple[int, int]:
+    """Keys and used_memory (bytes) of the scenario's Redis database / server."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return int(client.dbsize()), int(client.info("memory")["used_memory"])
+    finally:
+        client.close()
+
+
+def _redis_growth(redis_url: str, keys: int, memory: int, sent: int) -> dict[str, float]:
+    """What the signups left behind in Redis once profiled (finished jobs kept by their result TTL)."""
+    keys_after, memory_after = _redis_size(redis_url)
+    return {
+        "redis_keys_per_signup": round((keys_after - keys) / sent, 3),
+        "redis_bytes_per_signup": round((memory_after - memory) / sent),
+    }
+
+
 def idle_cpu(probe: CpuProbe, seconds: float) -> dict[str, float]:
     """The consumers' CPU while no signup arrives, in cores (CPU seconds per second), and the publisher's
     polls per second (its linger must have ended: zero)."""
@@ -88,6 +107,7 @@ def measure(scenario: str, database_url: str, redis_url: str, plan: LatencyPlan)
             for rate in plan.rates:
                 key = str(int(rate))
                 before, polls, roles = probe.sample(), probe.polls(), probe.role_sample()
+                keys, memory = _redis_size(redis_url)
                 lag, commits[key] = signups.open_loop(
                     database_url, f"m1r{key}", rate, plan.duration, plan.senders
                 )
@@ -103,6 +123,7 @@ def measure(scenario: str, database_url: str, redis_url: str, plan: LatencyPlan)
                     "max_send_lag_ms": round(lag * 1000, 1),
                     "cpu_ms_per_signup": {part: round(v * 1000 / sent, 3) for part, v in used.items()},
                     "polls_per_signup": round((probe.polls() - polls) / sent, 1),
+                    **_redis_growth(redis_url, keys, memory, sent),
                 }
             if plan.rates:
                 cpu["idle_after_cores"] = idle_cpu(probe, plan.idle_seconds)

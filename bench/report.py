@@ -59,13 +59,16 @@ def _m1(results: dict[str, Any]) -> list[str]:
                 [scenario, rate, s["n"], s["p50_ms"], s["p99_ms"], s["max_ms"],
                  _x(ratio(s["p50_ms"], base["p50_ms"])) if base else "-",
                  _x(ratio(s["p99_ms"], base["p99_ms"])) if base else "-",
-                 cpu, s.get("polls_per_signup"), s["max_send_lag_ms"]]
+                 cpu, s.get("polls_per_signup"), s.get("redis_bytes_per_signup"), s["max_send_lag_ms"]]
             )  # fmt: skip
     header = ["scenario", "signups/s", "n", "p50", "p99", "max", "p50 x ideal", "p99 x ideal"]
     return [
         "**M1** signup → profile latency, open-loop (ms, database clock); pipeline CPU ms per signup "
         "(consumer processes + their PostgreSQL backends + Redis)",
-        *_table([*header, "CPU ms/signup", "publisher polls/signup", "sender lag ms"], rows),
+        *_table(
+            [*header, "CPU ms/signup", "publisher polls/signup", "Redis bytes kept/signup", "sender lag ms"],
+            rows,
+        ),
     ]
 
 
@@ -152,6 +155,14 @@ def _m3(results: dict[str, Any]) -> list[str]:
         "running on the same cores; `ablation_*`: variants of our trigger, see bench/ablations.py)",
         *_table(header, rows),
     ]
+    cpu = m3.get("trigger_cpu")
+    if cpu:
+        rows = [[v, us, cpu["added_us_per_signup"][v]] for v, us in cpu["us_per_signup"].items()]
+        out += [
+            f"**M3 trigger CPU**: one backend's CPU per signup (µs; {cpu['signups_per_sample']} pipelined "
+            f"autocommit signups, synchronous_commit off, median of {cpu['rounds']} interleaved rounds)",
+            *_table(["trigger", "µs per signup", "added vs no trigger"], rows),
+        ]
     for workload, found in m3.get("workloads", {}).items():
         rows = [
             [variant, *_tps_cells(found["tps"][variant], found["ratio_vs_plain"][variant], clients)]

@@ -17,7 +17,7 @@ from typing import Any
 
 import psycopg
 
-from bench import baselines
+from bench import baselines, triggercost
 from bench.ablations import ABLATIONS
 from bench.consumers import running, wait_for_backlog
 from bench.cpu import CpuProbe, usage
@@ -80,8 +80,14 @@ def _summary(chosen: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
     }
 
 
-def measure(servers: Servers, clients: tuple[int, ...], seconds: int, rounds: int = 2) -> dict[str, Any]:
+def measure(
+    servers: Servers, clients: tuple[int, ...], seconds: int, rounds: int = 2, cpu_signups: int = 5000
+) -> dict[str, Any]:
     urls = {variant: servers.database(f"m3_{variant}", setup) for variant, (setup, _) in VARIANTS.items()}
+    # Before anything else runs on them (and before M3's consumers start): one backend's CPU per signup.
+    trigger_cpu = triggercost.measure(
+        {v: url for v, url in urls.items() if VARIANTS[v][1] is None}, cpu_signups, max(3, rounds + 1)
+    )
     for variant in WORKLOADS["login"][1]:
         _fill_logins(urls[variant])
     points = _points(clients)
@@ -121,4 +127,5 @@ def measure(servers: Servers, clients: tuple[int, ...], seconds: int, rounds: in
             v: {c: [s["tps"] for s in ss] for c, ss in by_c.items()} for v, by_c in samples["signup"].items()
         },
         "workloads": {w: _summary(chosen[w]) for w in WORKLOADS if w != "signup"},
+        "trigger_cpu": trigger_cpu,
     }

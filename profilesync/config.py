@@ -78,6 +78,12 @@ class Settings(BaseSettings):
         "the metadata's values win, off ignores it after creation; email always follows auth.users.email",
     )
     failure_ttl: int = Field(default=30 * 24 * 3600, ge=60, description="seconds failed jobs stay replayable")
+    result_ttl: int = Field(
+        default=0,
+        ge=0,
+        description="seconds a finished job (hash, result) stays in Redis; 0: deleted when it succeeds "
+        "(nothing reads the result; queued, running and failed jobs stay visible to rq info)",
+    )
     worker_maintenance_interval: int = Field(
         default=60,
         ge=1,
