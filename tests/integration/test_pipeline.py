@@ -166,6 +166,7 @@ def test_a_broken_outbox_never_blocks_a_signup(conn: Conn) -> None:
 def test_a_user_deleted_before_the_job_runs_is_done_not_failed(
     conn: Conn, settings: Settings, redis_conn: redis.Redis
 ) -> None:
+    settings = settings.model_copy(update={"result_ttl": 60})  # keep the finished job to read its result
     kept, deleted = signup(conn), signup(conn)
     assert drain_once(settings) == 2
     conn.execute("DELETE FROM auth.users WHERE id = %s", (deleted,))
@@ -348,3 +349,17 @@ def test_redelivery_reads_stale_events_through_an_index(conn: Conn) -> None:
     assert "signup_events_enqueued_idx" in text
     assert "'Sort'" not in text
     assert "Seq Scan" not in text
+
+
+def test_a_finished_job_leaves_nothing_in_redis(
+    conn: Conn, settings: Settings, redis_conn: redis.Redis
+) -> None:
+    # Nothing reads a create_profiles result: kept for RQ's default 500 s, each job cost ~6 KB per signup.
+    signup(conn)
+    assert drain_once(settings) == 1
+    run_worker_burst(settings)
+    assert count(conn, PROFILES) == 1
+    queue = profiles_queue(redis_conn)
+    assert queue.finished_job_registry.count == 0
+    assert [key for key in redis_conn.scan_iter("rq:job:*")] == []
+    assert [key for key in redis_conn.scan_iter("rq:results:*")] == []
