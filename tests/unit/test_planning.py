@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 
-from publisher.planning import flatten, next_backoff, plan_jobs, valid_payload
+from publisher.planning import flatten, group_claimed, next_backoff, plan_jobs, valid_payload
 
 
 def test_plan_jobs_chunks_distinct_users_and_keeps_every_event() -> None:
@@ -43,3 +43,12 @@ def test_backoff_doubles_up_to_the_cap() -> None:
         delays.append(next_backoff(delays[-1], 10.0))
     assert delays[1:5] == [0.5, 1.0, 2.0, 4.0]
     assert max(delays) == 10.0
+
+
+def test_group_claimed_makes_one_plan_per_job_with_distinct_users_in_first_seen_order() -> None:
+    rows = [(1, "a", "j-0"), (2, "b", "j-1"), (3, "a", "j-0"), (4, "c", "j-0")]
+    plans = group_claimed(rows)
+    assert [(p.job_id, p.user_ids, p.event_ids) for p in plans] == [
+        ("j-0", ["a", "c"], [1, 3, 4]),
+        ("j-1", ["b"], [2]),
+    ]
