@@ -18,7 +18,7 @@ from rq import Queue
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from profilesync import db
+from profilesync import db, metrics
 from profilesync.config import Settings, is_transaction_pooler, redact
 from profilesync.errors import ConfigError
 from profilesync.logs import get_logger
@@ -98,6 +98,8 @@ class Publisher:
         self.stop = stop or threading.Event()
         self.enqueued_total = 0
         self._last_event = 0.0  # monotonic time of the last wake-up that found events
+        self._down: str | None = "not connected yet"  # why the publisher is unhealthy, None when it is not
+        self._beat = time.monotonic()  # last pass of the wait loop or drain batch
         self._claimed_max = 0  # the highest event id claimed
         self._after = 0  # claims read ids above this (see CURSOR_LAG)
         self._trail = 0  # _claimed_max when the cursor last moved; the cursor's next value
@@ -114,9 +116,19 @@ class Publisher:
                 delay = 0.0
             except (psycopg.Error, redis.RedisError, OSError) as exc:
                 delay = next_backoff(delay, self.settings.reconnect_max_delay)
+                self._down = f"connection lost: {metrics.one_line(exc)}"
                 log.warning("publisher connection lost; reconnecting", error=str(exc), retry_in=delay)
                 self.stop.wait(delay)
         log.info("publisher stopped", enqueued_total=self.enqueued_total)
+
+    def health(self) -> str | None:
+        """None while connected and looping; else why not (served on /healthz)."""
+        if self._down is not None:
+            return self._down
+        quiet = time.monotonic() - self._beat
+        if quiet > 2 * self.settings.safety_interval + 10:
+            return f"publisher loop stalled: no pass for {quiet:.0f}s"
+        return None
 
     def _session(self) -> None:
         """One connected session: LISTEN, register, drain, then wait for wake-ups until stopped or broken."""
@@ -139,6 +151,7 @@ class Publisher:
             work.execute(_REGISTER, (pid,))
             work.execute(_ANNOUNCE, (pid, False))
             log.info("publisher listening", channel=CHANNEL, backend_pid=pid)
+            self._down = None
             try:
                 self.drain(work, redis_conn, full=True)
                 self.redeliver(work, redis_conn)
@@ -158,6 +171,7 @@ class Publisher:
         next_safety = time.monotonic() + self.settings.safety_interval
         idle = False
         while not self.stop.is_set():
+            self._beat = time.monotonic()
             found = 0
             if not idle:
                 # Announce idleness, then drain once more: a signup that committed before the flag was visible
@@ -199,7 +213,7 @@ class Publisher:
         While the workers have a job still waiting in the queue, pending events are left to grow the next job.
         Returns by `until` at the latest, so the safety timer still runs.
         """
-        queue_key = profiles_queue(redis_conn).key
+        queue_key = profiles_queue(redis_conn, self.settings.queue).key
         quiet_since = time.monotonic()
         poll = LINGER_POLL
         while not self.stop.wait(poll) and time.monotonic() < until:
@@ -234,7 +248,7 @@ class Publisher:
 
         From the cursor, or from id 0 with `full` (a sweep for events that committed behind the cursor).
         """
-        queue = profiles_queue(redis_conn)
+        queue = profiles_queue(redis_conn, self.settings.queue)
         after = 0 if full else self._move_cursor()
         total = 0
         while not self.stop.is_set():
@@ -252,6 +266,8 @@ class Publisher:
                 plans = group_claimed(rows)
                 self.dispatch(work, queue, plans)
             total += len(rows)
+            self._beat = time.monotonic()
+            metrics.EVENTS_ENQUEUED.inc(len(rows))
             after = max(after, max(row[0] for row in rows))  # the next batch: past this one
             self._claimed_max = max(self._claimed_max, after)
             log.info("events enqueued", events=len(rows), jobs=len(plans))
@@ -274,7 +290,7 @@ class Publisher:
 
     def redeliver(self, work: psycopg.Connection[Any], redis_conn: redis.Redis) -> int:
         """Re-enqueue events whose job is gone from Redis or ended without retiring them."""
-        queue = profiles_queue(redis_conn)
+        queue = profiles_queue(redis_conn, self.settings.queue)
         with work.transaction():
             rows = work.execute(
                 _STALE, (self.settings.redeliver_after, self.settings.drain_batch_size)
@@ -290,5 +306,6 @@ class Publisher:
             plans = plan_jobs(orphans, self.settings.job_batch_size)
             work.execute(_MARK, flatten(plans))
             self.dispatch(work, queue, plans)
+        metrics.EVENTS_ENQUEUED.inc(len(orphans))
         log.warning("events redelivered", events=len(orphans), jobs=len(plans))
         return len(orphans)
