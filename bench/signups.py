@@ -18,7 +18,7 @@ from bench.schedule import open_loop_offsets, split
 from profilesync.devkit.signups import insert_signup, make_signup
 
 # The same signup for pgbench (M3), one per transaction.
-PGBENCH_SCRIPT = """\\set r random(1, 2000000000)
+PGBENCH_SCRIPT = """\\set r random(1, 9000000000000000000)
 INSERT INTO auth.users (id, aud, role, email, raw_user_meta_data, raw_app_meta_data, created_at) \
 VALUES (gen_random_uuid(), 'authenticated', 'authenticated', 'pgb' || :r || '@bench.example', \
 '{"full_name": "Bench User", "avatar_url": "https://lh3.googleusercontent.com/a/bench.jpg"}', \
@@ -27,7 +27,7 @@ VALUES (gen_random_uuid(), 'authenticated', 'authenticated', 'pgb' || :r || '@be
 
 # A signup as the auth server makes it (see /work/shared/SUPABASE_FACTS.md): one transaction of an INSERT with
 # role '', the UPDATE to 'authenticated', and the metadata rewritten to the identity's data.
-GOTRUE_SIGNUP_SCRIPT = """\\set r random(1, 2000000000)
+GOTRUE_SIGNUP_SCRIPT = """\\set r random(1, 9000000000000000000)
 BEGIN;
 INSERT INTO auth.users (instance_id, id, aud, role, email, encrypted_password, raw_app_meta_data, \
 raw_user_meta_data, is_sso_user, is_anonymous, created_at, updated_at) \

@@ -351,7 +351,7 @@ def test_redelivery_reads_stale_events_through_an_index(conn: Conn) -> None:
     assert "Seq Scan" not in text
 
 
-def test_a_finished_job_leaves_nothing_in_redis(
+def test_a_finished_job_stays_in_redis_only_briefly(
     conn: Conn, settings: Settings, redis_conn: redis.Redis
 ) -> None:
     # Nothing reads a create_profiles result: kept for RQ's default 500 s, each job cost ~6 KB per signup.
@@ -359,7 +359,6 @@ def test_a_finished_job_leaves_nothing_in_redis(
     assert drain_once(settings) == 1
     run_worker_burst(settings)
     assert count(conn, PROFILES) == 1
-    queue = profiles_queue(redis_conn)
-    assert queue.finished_job_registry.count == 0
-    assert [key for key in redis_conn.scan_iter("rq:job:*")] == []
-    assert [key for key in redis_conn.scan_iter("rq:results:*")] == []
+    jobs = list(redis_conn.scan_iter("rq:job:*"))
+    assert jobs
+    assert all(0 < redis_conn.ttl(key) <= settings.result_ttl <= 5 for key in jobs)

@@ -9,7 +9,7 @@ from rq.serializers import JSONSerializer
 from rq.worker import SimpleWorker
 
 from bench.counting import counting_redis
-from worker.main import _Worker
+from worker.main import ProfileSyncWorker
 
 JOBS = 30
 
@@ -27,7 +27,7 @@ def _trips_per_job(worker_class: type[SimpleWorker], redis_url: str) -> tuple[fl
 
 def test_the_worker_spends_about_half_the_round_trips_per_job_of_rqs_own(redis_url: str) -> None:
     plain, _ = _trips_per_job(SimpleWorker, redis_url)
-    ours, worker = _trips_per_job(_Worker, redis_url)
+    ours, worker = _trips_per_job(ProfileSyncWorker, redis_url)
     assert plain >= 18  # RQ 3's SimpleWorker: about 20
     assert ours <= 12, (ours, plain)
     client = redis.Redis.from_url(redis_url)
@@ -39,7 +39,9 @@ def test_the_worker_spends_about_half_the_round_trips_per_job_of_rqs_own(redis_u
 
 def test_a_running_worker_stays_visible_between_jobs(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
-    worker = _Worker([Queue("profiles", connection=client, serializer=JSONSerializer)], connection=client)
+    worker = ProfileSyncWorker(
+        [Queue("profiles", connection=client, serializer=JSONSerializer)], connection=client
+    )
     worker.register_birth()
     worker.heartbeat()
     worker.heartbeat()  # within the slack: skipped, the key keeps its TTL
