@@ -21,8 +21,8 @@ import redis
 from psycopg import sql
 
 from bench.cpu import parse_proc_stat
-from profilesync.db import with_dbname
 from bench.signups import GOTRUE_INDEXES
+from profilesync.db import with_dbname
 from profilesync.devkit.embedded import EmbeddedPostgres, EmbeddedRedis
 from profilesync.migrate import migrate
 

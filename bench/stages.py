@@ -29,8 +29,8 @@ from rq import Queue
 from rq.job import Job
 
 from bench.counting import Counter, count_process_round_trips
-from bench.stats import percentile
 from profilesync.config import Settings
+from profilesync.devkit.stats import percentile
 from profilesync.logs import configure
 from profilesync.queueing import JobPlan
 from publisher.service import Publisher

@@ -9,18 +9,14 @@ the median per variant, and what it adds to the no-trigger INSERT, are reported 
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg.types.json import Jsonb
 
 from bench.cpu import parse_proc_stat
-from bench.signups import INSERT_USER
-from bench.stats import percentile
-
-_META = Jsonb({"full_name": "Bench User", "avatar_url": "https://lh3.googleusercontent.com/a/bench.jpg"})
+from profilesync.devkit.signups import insert_signup, make_signup
+from profilesync.devkit.stats import percentile
 
 
 def _backend_cpu(pid: int) -> float:
@@ -29,7 +25,8 @@ def _backend_cpu(pid: int) -> float:
 
 def _one(url: str, signups: int) -> float | None:
     """µs of backend CPU per signup, or None when the server's processes are not visible here."""
-    rows = [(u, f"tc-{u.hex[:12]}@bench.example", _META) for u in (uuid.uuid4() for _ in range(signups))]
+    made = [make_signup("google") for _ in range(signups)]
+    rows = [m.replace(email=f"tc-{m.id.hex[:12]}@bench.example") for m in made]
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SET synchronous_commit = off")
         pid = conn.info.backend_pid
@@ -37,8 +34,9 @@ def _one(url: str, signups: int) -> float | None:
             before = _backend_cpu(pid)
         except OSError:
             return None
-        with conn.cursor() as cur:
-            cur.executemany(INSERT_USER, rows)  # pipelined; each INSERT its own (autocommit) transaction
+        with conn.pipeline():  # each INSERT its own (autocommit) transaction, no wait between them
+            for row in rows:
+                insert_signup(conn, row, prepare=True)
         return round((_backend_cpu(pid) - before) * 1e6 / signups, 1)
 
 

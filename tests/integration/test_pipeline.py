@@ -16,7 +16,7 @@ from structlog.testing import capture_logs
 from profilesync.config import Settings
 from profilesync.devkit.signups import KINDS, make_signup
 from profilesync.migrate import available, migrate
-from profilesync.queueing import CREATE_PROFILES, profiles_queue
+from profilesync.queueing import CREATE_PROFILES, connect_redis, profiles_queue
 from publisher.service import Publisher
 from tests.harness import (
     bulk_signup,
