@@ -66,7 +66,9 @@ def run(only: list[str], quick: bool) -> dict[str, Any]:
                         results.setdefault(metric, {})[scenario] = value
                 print(f"{scenario}: {measured}", flush=True)
         if "M3" in only:
-            results["M3"] = throughput.measure(found, (1, 8, 32), 2 if quick else 5, 1 if quick else 2)
+            results["M3"] = throughput.measure(
+                found, (1, 8, 32), 2 if quick else 5, 1 if quick else 2, 2000 if quick else 5000
+            )
         if "M5" in only or "M6" in only:
             results.update(rates.measure(found, 5000 if quick else 20000, 500 if quick else 3000))
         if "M4" in only:

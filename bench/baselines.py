@@ -22,7 +22,7 @@ from rq import Queue
 from profilesync import db
 from profilesync.config import Settings
 from profilesync.logs import configure
-from profilesync.queueing import CREATE_PROFILES, connect_redis, profiles_queue
+from profilesync.queueing import CREATE_PROFILES, JobPlan, connect_redis, profiles_queue
 from publisher.service import Publisher
 
 NAIVE_CHANNEL = "bench_naive_signup"
@@ -64,16 +64,23 @@ CREATE TRIGGER bench_notify_signup AFTER INSERT ON auth.users
 )
 
 # Our trigger with its NOTIFY forced on (a publisher that is always idle) or off (one that is never idle).
-OURS_IDLE_SQL = "INSERT INTO profile_sync.publishers (backend_pid, idle) VALUES (0, true);\n"
-OURS_BUSY_SQL = "INSERT INTO profile_sync.publishers (backend_pid, idle) VALUES (0, false);\n"
+OURS_IDLE_SQL = (
+    "INSERT INTO profile_sync.publishers (backend_pid, idle) VALUES (0, true);\n"
+    "SELECT profile_sync.announce_publisher(0, true);\n"
+)
+OURS_BUSY_SQL = (
+    "INSERT INTO profile_sync.publishers (backend_pid, idle) VALUES (0, false);\n"
+    "SELECT profile_sync.announce_publisher(0, false);\n"
+)
 
 
 class IdealPublisher(Publisher):
     """Our publisher's wake-up and idle protocol; it creates the profiles itself in the claim transaction."""
 
-    def dispatch(self, work: psycopg.Connection[Any], queue: Queue, events: list[tuple[int, Any]]) -> int:
-        work.execute("SELECT * FROM profile_sync.create_profiles(%s)", ([user_id for _, user_id in events],))
-        return 0
+    def dispatch(self, work: psycopg.Connection[Any], queue: Queue, plans: list[JobPlan]) -> None:
+        user_ids = [user_id for plan in plans for user_id in plan.user_ids]
+        work.execute("SET LOCAL synchronous_commit = on")  # profiles are durable, as the worker's are
+        work.execute("SELECT * FROM profile_sync.create_profiles(%s::uuid[])", (user_ids,))
 
 
 class NoLingerPublisher(Publisher):
@@ -83,7 +90,7 @@ class NoLingerPublisher(Publisher):
         return
 
 
-def _stop_on_sigterm() -> threading.Event:
+def stop_on_sigterm() -> threading.Event:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     return stop
@@ -93,20 +100,20 @@ def run_ideal(database_url: str, redis_url: str) -> None:
     """Process entry point: the ideal consumer until SIGTERM."""
     configure("WARNING")
     settings = Settings(database_url=database_url, redis_url=redis_url, log_level="WARNING")
-    IdealPublisher(settings, _stop_on_sigterm()).run()
+    IdealPublisher(settings, stop_on_sigterm()).run()
 
 
 def run_no_linger(database_url: str, redis_url: str) -> None:
     """Process entry point: our publisher without the linger, until SIGTERM."""
     configure("WARNING")
     settings = Settings(database_url=database_url, redis_url=redis_url, log_level="WARNING")
-    NoLingerPublisher(settings, _stop_on_sigterm()).run()
+    NoLingerPublisher(settings, stop_on_sigterm()).run()
 
 
 def run_naive(database_url: str, redis_url: str, ready: multiprocessing.synchronize.Event) -> None:
     """Process entry point: LISTEN, and enqueue one job per notified user, until SIGTERM."""
     configure("WARNING")
-    stop = _stop_on_sigterm()
+    stop = stop_on_sigterm()
     with (
         db.connect(database_url, autocommit=True, application_name="bench-naive") as listen,
         connect_redis(redis_url) as redis_conn,

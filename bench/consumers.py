@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -17,6 +18,7 @@ from rq.worker import Worker
 
 from bench.baselines import run_ideal, run_naive, run_no_linger
 from bench.cpu import CpuProbe
+from bench.stages import run_traced_publisher, run_traced_worker
 
 # Scenarios whose profiles are created by something outside the signup transaction.
 ASYNC_SCENARIOS = ("ours", "ours_nolinger", "naive", "ideal")
@@ -64,16 +66,29 @@ def _registered(database_url: str) -> bool:
 
 
 @contextmanager
-def running(scenario: str, database_url: str, redis_url: str) -> Iterator[CpuProbe]:
+def running(
+    scenario: str, database_url: str, redis_url: str, trace_dir: Path | None = None
+) -> Iterator[CpuProbe]:
     """Start the scenario's consumers (publisher, worker), wait until they are ready; stop them after.
 
-    Yields a probe of their CPU use (processes, their PostgreSQL backends, Redis).
+    Yields a probe of their CPU use (processes, their PostgreSQL backends, Redis). With `trace_dir`, `ours`
+    runs as traced processes (bench.stages) that write their traces there when stopped; without, as the
+    `profilesync publisher` / `worker` commands.
     """
     ctx = multiprocessing.get_context("spawn")
     children: list[subprocess.Popen[bytes]] = []
     helpers: list[multiprocessing.process.BaseProcess] = []
+    roles: dict[str, int] = {}
     try:
-        if scenario == "ours":
+        if scenario == "ours" and trace_dir is not None:
+            for role, target in (("publisher", run_traced_publisher), ("worker", run_traced_worker)):
+                trace = str(trace_dir / f"{role}.json")
+                helpers.append(ctx.Process(target=target, args=(database_url, redis_url, trace)))
+                helpers[-1].start()
+                roles[role] = helpers[-1].pid or 0
+            _wait(lambda: _registered(database_url), "traced publisher")
+            _wait(lambda: _worker_ready(redis_url), "traced worker")
+        elif scenario == "ours":
             children.append(_cli("publisher", database_url, redis_url))
             _wait(lambda: _registered(database_url), "publisher")
         elif scenario == "ours_nolinger":
@@ -90,11 +105,11 @@ def running(scenario: str, database_url: str, redis_url: str) -> Iterator[CpuPro
             helpers.append(ctx.Process(target=run_ideal, args=(database_url, redis_url)))
             helpers[-1].start()
             _wait(lambda: _registered(database_url), "ideal")
-        if scenario in ("ours", "ours_nolinger", "naive"):
+        if scenario in ("ours", "ours_nolinger", "naive") and not roles:
             children.append(_cli("worker", database_url, redis_url))
             _wait(lambda: _worker_ready(redis_url), "worker")
         pids = [child.pid for child in children] + [helper.pid for helper in helpers if helper.pid]
-        yield CpuProbe(database_url, redis_url, pids, BACKEND_NAMES)
+        yield CpuProbe(database_url, redis_url, pids, BACKEND_NAMES, roles)
     finally:
         for child in children:
             child.terminate()

@@ -52,3 +52,17 @@ def redis_commands(url: str) -> int:
         return int(client.info("stats")["total_commands_processed"])
     finally:
         client.close()
+
+
+def count_process_round_trips() -> Counter:
+    """Count every Redis request this process writes from now on, whoever made the client (RQ makes its own
+    pipelines): for a consumer process the bench starts, never for the bench itself."""
+    counter = Counter()
+    send = Connection.send_packed_command
+
+    def counted(self: Connection, command: Any, check_health: bool = True) -> None:
+        counter.count += 1
+        send(self, command, check_health)  # type: ignore[no-untyped-call]
+
+    Connection.send_packed_command = counted  # type: ignore[method-assign,assignment]
+    return counter

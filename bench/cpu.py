@@ -117,6 +117,23 @@ class CpuProbe:
     redis_url: str
     pids: list[int] = field(default_factory=list)
     backend_names: tuple[str, ...] = ()
+    roles: dict[str, int] = field(default_factory=dict)  # e.g. "publisher" -> its process id
+
+    def role_sample(self) -> dict[str, float]:
+        """CPU seconds so far of each role's process tree, of the backends of each application_name, and of
+        the Redis server (for a per-process breakdown; `sample` is the total)."""
+        found = {role: tree_total_cpu([pid]) for role, pid in self.roles.items()}
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT application_name, pid FROM pg_stat_activity"
+                " WHERE application_name = ANY(%s) AND datname = current_database()",
+                (list(self.backend_names),),
+            ).fetchall()
+        for name, pid in rows:
+            key = f"backend {name}"
+            found[key] = found.get(key, 0.0) + sum(process_cpu([int(pid)]).values())
+        found["redis"] = self._redis()
+        return found
 
     def _backends(self) -> list[int]:
         if not self.backend_names:
@@ -153,6 +170,11 @@ class CpuProbe:
             "backends": process_cpu(self._backends()),
             "redis": {"server": self._redis()},
         }
+
+
+def role_usage(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds per role between two `role_sample`s (a backend first seen in `after` counts in full)."""
+    return {role: round(max(0.0, used - before.get(role, 0.0)), 4) for role, used in after.items()}
 
 
 def usage(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]) -> dict[str, float]:

@@ -35,10 +35,10 @@ def pgbench_binary() -> str:
     return found
 
 
-def signup_tps(url: str, clients: int, seconds: int) -> float:
-    """Signups/s by `clients` connections, each inserting one user per autocommit transaction."""
+def signup_tps(url: str, clients: int, seconds: int, script_text: str = PGBENCH_SCRIPT) -> float:
+    """Transactions/s by `clients` connections running `script_text` (by default: one signup each)."""
     with tempfile.NamedTemporaryFile("w", suffix=".sql") as script:
-        script.write(PGBENCH_SCRIPT)
+        script.write(script_text)
         script.flush()
         argv = [pgbench_binary(), "-n", "-M", "prepared", "-f", script.name]
         argv += ["-c", str(clients), "-j", str(min(clients, 4)), "-T", str(seconds), url]

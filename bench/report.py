@@ -59,14 +59,45 @@ def _m1(results: dict[str, Any]) -> list[str]:
                 [scenario, rate, s["n"], s["p50_ms"], s["p99_ms"], s["max_ms"],
                  _x(ratio(s["p50_ms"], base["p50_ms"])) if base else "-",
                  _x(ratio(s["p99_ms"], base["p99_ms"])) if base else "-",
-                 cpu, s.get("polls_per_signup"), s["max_send_lag_ms"]]
+                 cpu, s.get("polls_per_signup"), s.get("redis_bytes_per_signup"), s["max_send_lag_ms"]]
             )  # fmt: skip
     header = ["scenario", "signups/s", "n", "p50", "p99", "max", "p50 x ideal", "p99 x ideal"]
     return [
         "**M1** signup → profile latency, open-loop (ms, database clock); pipeline CPU ms per signup "
         "(consumer processes + their PostgreSQL backends + Redis)",
-        *_table([*header, "CPU ms/signup", "publisher polls/signup", "sender lag ms"], rows),
+        *_table(
+            [*header, "CPU ms/signup", "publisher polls/signup", "Redis bytes kept/signup", "sender lag ms"],
+            rows,
+        ),
     ]
+
+
+def _stages(by_rate: dict[str, Any]) -> list[str]:
+    rates = list(by_rate)
+    names = list(next(iter(by_rate.values()))["stages"])
+    rows: list[list[Any]] = [
+        [name.replace("_", " "), *[_p50_p99(by_rate[r]["stages"].get(name)) for r in rates]] for name in names
+    ]
+    for process in ("publisher", "worker"):
+        trips = [by_rate[r]["redis_round_trips_per_signup"].get(process) for r in rates]
+        rows.append([f"Redis round trips per signup: {process}", *trips])
+    roles = sorted({role for r in rates for role in by_rate[r].get("cpu_ms_per_signup", {})})
+    for role in roles:
+        rows.append(
+            [f"CPU ms per signup: {role}", *[by_rate[r]["cpu_ms_per_signup"].get(role) for r in rates]]
+        )
+    rows.append(
+        ["signups traced / jobs", *[f"{by_rate[r]['signups_traced']} / {by_rate[r]['jobs']}" for r in rates]]
+    )
+    return [
+        "**Stages** of `ours` per signup, p50 / p99 ms (wall clock; see bench/stages.py), and each process's "
+        "Redis round trips and CPU per signup",
+        *_table(["stage", *[f"{r}/s" for r in rates]], rows),
+    ]
+
+
+def _p50_p99(stage: dict[str, float] | None) -> str:
+    return "-" if stage is None else f"{stage['p50_ms']:.2f} / {stage['p99_ms']:.2f}"
 
 
 def _cpu(results: dict[str, Any]) -> list[str]:
@@ -99,6 +130,10 @@ def _m2(results: dict[str, Any]) -> list[str]:
     ]
 
 
+def _tps_cells(tps: dict[str, Any], ratios: dict[str, Any], clients: list[str]) -> list[str]:
+    return [f"{tps[c]:,.0f} ({_x(ratios[c])})" if c in tps else "-" for c in clients]
+
+
 def _m3(results: dict[str, Any]) -> list[str]:
     m3 = results["M3"]
     tps, ratios = m3["tps"], m3["ratio_vs_plain"]
@@ -107,20 +142,37 @@ def _m3(results: dict[str, Any]) -> list[str]:
     backlog = m3.get("backlog_at_end", {})
     rows = []
     for variant in tps:
-        cells = [f"{tps[variant][c]:,.0f} ({_x(ratios[variant][c])})" for c in clients]
         extra = [
             "/".join(_fmt(cores[variant][c]) for c in clients) if variant in cores else "-",
             "/".join(str(backlog[variant][c]) for c in clients) if variant in backlog else "-",
         ]
-        rows.append([variant, *cells, *extra])
+        rows.append([variant, *_tps_cells(tps[variant], ratios[variant], clients), *extra])
     header = ["trigger", *[f"{c} clients" for c in clients], "consumer cores", "backlog at end"]
-    return [
+    out = [
         f"**M3** signups/s by pgbench ({m3['seconds_per_point']} s per point, best of "
         f"{m3.get('rounds', 1)} interleaved rounds); ratio vs no trigger "
         "(`ours_busy`/`ours_idle`: our trigger with the publisher flag forced; `*_live`: publisher + worker "
-        "running on the same cores)",
+        "running on the same cores; `ablation_*`: variants of our trigger, see bench/ablations.py)",
         *_table(header, rows),
     ]
+    cpu = m3.get("trigger_cpu")
+    if cpu:
+        rows = [[v, us, cpu["added_us_per_signup"][v]] for v, us in cpu["us_per_signup"].items()]
+        out += [
+            f"**M3 trigger CPU**: one backend's CPU per signup (µs; {cpu['signups_per_sample']} pipelined "
+            f"autocommit signups, synchronous_commit off, median of {cpu['rounds']} interleaved rounds)",
+            *_table(["trigger", "µs per signup", "added vs no trigger"], rows),
+        ]
+    for workload, found in m3.get("workloads", {}).items():
+        rows = [
+            [variant, *_tps_cells(found["tps"][variant], found["ratio_vs_plain"][variant], clients)]
+            for variant in found["tps"]
+        ]
+        out += [
+            f"**M3 `{workload}`** transactions/s, ratio vs no trigger",
+            *_table(["trigger", *[f"{c} clients" for c in clients]], rows),
+        ]
+    return out
 
 
 def _m4(m4: dict[str, Any]) -> list[str]:
@@ -193,6 +245,8 @@ def markdown(results: dict[str, Any]) -> str:
     out = _meta(results["meta"])
     if "M1" in results:
         out += _m1(results)
+    if results.get("STAGES", {}).get("ours"):
+        out += _stages(results["STAGES"]["ours"])
     if "CPU" in results:
         out += _cpu(results)
     if "M2" in results:

@@ -21,6 +21,7 @@ import redis
 from psycopg import sql
 
 from bench.cpu import parse_proc_stat
+from bench.signups import GOTRUE_INDEXES
 from profilesync.db import with_dbname
 from profilesync.devkit.embedded import EmbeddedPostgres, EmbeddedRedis
 from profilesync.migrate import migrate
@@ -47,6 +48,7 @@ class Servers:
         self.created.append(self.template)
         with psycopg.connect(with_dbname(self.admin_url, self.template), autocommit=True) as conn:
             migrate(conn, dev_auth_stub=True)
+            conn.execute(GOTRUE_INDEXES.encode())
 
     def database(self, label: str, setup_sql: str = "") -> str:
         """A fresh migrated database for one scenario, with `setup_sql` (a baseline's triggers) applied."""

@@ -1,6 +1,11 @@
-"""M3: signups/s at 1, 8, 32 clients, with our trigger and the baselines' triggers, relative to no trigger.
+"""M3: transactions/s at 1, 8, 32 clients, with our trigger and the baselines' triggers, vs no trigger.
 
-Variants are interleaved and repeated (best of `rounds` per point), so load from other processes on a shared
+Three shapes of the auth server's work: `signup` (one INSERT per transaction), `gotrue_signup` (INSERT +
+UPDATE role + UPDATE metadata in one transaction, as the auth server signs a user up) and `login` (the UPDATE
+of an existing user's sign-in time). Our trigger's ablations (bench/ablations.py) run the `signup` shape at
+the most contended point (32 clients).
+
+Points are interleaved and repeated (best of `rounds` per point), so load from other processes on a shared
 box hits them alike rather than whichever happened to run at the time. The `*_live` variants' consumers run
 throughout; between their own points they are idle (no CPU, checked by M1's idle figures).
 """
@@ -10,11 +15,15 @@ from __future__ import annotations
 from contextlib import ExitStack
 from typing import Any
 
-from bench import baselines
+import psycopg
+
+from bench import baselines, triggercost
+from bench.ablations import ABLATIONS
 from bench.consumers import running, wait_for_backlog
 from bench.cpu import CpuProbe, usage
 from bench.pgbench import signup_tps
 from bench.servers import Servers
+from bench.signups import GOTRUE_SIGNUP_SCRIPT, LOGIN_FILL, LOGIN_SCRIPT, PGBENCH_SCRIPT
 from bench.stats import ratio
 
 # variant -> (setup SQL, the consumers running during the measurement: a latency scenario, or None)
@@ -26,6 +35,14 @@ VARIANTS: dict[str, tuple[str, str | None]] = {
     "ours_idle": (baselines.OURS_IDLE_SQL, None),
     "ours_live": ("", "ours"),
     "ours_nolinger_live": ("", "ours_nolinger"),
+    **{f"ablation_{name}": (baselines.OURS_BUSY_SQL + setup, None) for name, setup in ABLATIONS.items()},
+}
+ABLATION_CLIENTS = 32
+# workload -> (pgbench script, the variants it runs); `signup` runs every variant.
+WORKLOADS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "signup": (PGBENCH_SCRIPT, tuple(VARIANTS)),
+    "gotrue_signup": (GOTRUE_SIGNUP_SCRIPT, ("plain", "supabase", "ours_busy")),
+    "login": (LOGIN_SCRIPT, ("plain", "supabase", "ours_busy")),
 }
 
 
@@ -34,9 +51,47 @@ def best(samples: list[dict[str, Any]], key: str) -> dict[str, Any]:
     return max(samples, key=lambda sample: float(sample[key]))
 
 
-def measure(servers: Servers, clients: tuple[int, ...], seconds: int, rounds: int = 2) -> dict[str, Any]:
+def _points(clients: tuple[int, ...]) -> list[tuple[str, str, int]]:
+    """(workload, variant, clients) measured in each round, interleaved by client count."""
+    return [
+        (workload, variant, c)
+        for c in clients
+        for workload, (_, variants) in WORKLOADS.items()
+        for variant in variants
+        if not variant.startswith("ablation_") or c == ABLATION_CLIENTS
+    ]
+
+
+def _fill_logins(url: str) -> None:
+    """The users the login workload signs in (their outbox events are not what is measured: dropped)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(LOGIN_FILL.encode())
+        conn.execute("TRUNCATE profile_sync.signup_events")
+        conn.execute("VACUUM ANALYZE auth.users")
+
+
+def _summary(chosen: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    tps = {v: {c: s["tps"] for c, s in by_c.items()} for v, by_c in chosen.items()}
+    return {
+        "tps": tps,
+        "ratio_vs_plain": {
+            v: {c: ratio(value, tps["plain"][c]) for c, value in by_c.items()} for v, by_c in tps.items()
+        },
+    }
+
+
+def measure(
+    servers: Servers, clients: tuple[int, ...], seconds: int, rounds: int = 2, cpu_signups: int = 5000
+) -> dict[str, Any]:
     urls = {variant: servers.database(f"m3_{variant}", setup) for variant, (setup, _) in VARIANTS.items()}
-    samples: dict[str, dict[str, list[dict[str, Any]]]] = {v: {str(c): [] for c in clients} for v in VARIANTS}
+    # Before anything else runs on them (and before M3's consumers start): one backend's CPU per signup.
+    trigger_cpu = triggercost.measure(
+        {v: url for v, url in urls.items() if VARIANTS[v][1] is None}, cpu_signups, max(3, rounds + 1)
+    )
+    for variant in WORKLOADS["login"][1]:
+        _fill_logins(urls[variant])
+    points = _points(clients)
+    samples: dict[str, dict[str, dict[str, list[dict[str, Any]]]]] = {w: {} for w in WORKLOADS}
     with ExitStack() as stack:
         probes: dict[str, CpuProbe] = {
             variant: stack.enter_context(running(consumers, urls[variant], servers.redis_db()))
@@ -44,31 +99,33 @@ def measure(servers: Servers, clients: tuple[int, ...], seconds: int, rounds: in
             if consumers is not None
         }
         for _ in range(rounds):
-            for c in clients:
-                for variant, url in urls.items():
-                    probe = probes.get(variant)
-                    before = probe.sample() if probe else None
-                    sample: dict[str, Any] = {"tps": signup_tps(url, c, seconds)}
-                    if probe and before:
-                        sample["consumer_cores"] = round(usage(before, probe.sample())["total"] / seconds, 3)
-                        sample["backlog_at_end"] = wait_for_backlog(url)
-                    samples[variant][str(c)].append(sample)
-    chosen = {v: {c: best(s, "tps") for c, s in by_c.items()} for v, by_c in samples.items()}
-    tps = {v: {c: s["tps"] for c, s in by_c.items()} for v, by_c in chosen.items()}
+            for workload, variant, c in points:
+                url = urls[variant]
+                probe = probes.get(variant)
+                before = probe.sample() if probe else None
+                sample: dict[str, Any] = {"tps": signup_tps(url, c, seconds, WORKLOADS[workload][0])}
+                if probe and before:
+                    sample["consumer_cores"] = round(usage(before, probe.sample())["total"] / seconds, 3)
+                    sample["backlog_at_end"] = wait_for_backlog(url)
+                samples[workload].setdefault(variant, {}).setdefault(str(c), []).append(sample)
+    chosen = {
+        w: {v: {c: best(s, "tps") for c, s in by_c.items()} for v, by_c in by_v.items()}
+        for w, by_v in samples.items()
+    }
+    signup = chosen["signup"]
     return {
         "seconds_per_point": seconds,
         "rounds": rounds,
-        "tps": tps,
-        "ratio_vs_plain": {
-            v: {c: ratio(value, tps["plain"][c]) for c, value in by_c.items()} for v, by_c in tps.items()
-        },
+        **_summary(signup),
         "consumer_cores": {
-            v: {c: s["consumer_cores"] for c, s in by_c.items()} for v, by_c in chosen.items() if v in probes
+            v: {c: s["consumer_cores"] for c, s in by_c.items()} for v, by_c in signup.items() if v in probes
         },
         "backlog_at_end": {
-            v: {c: s["backlog_at_end"] for c, s in by_c.items()} for v, by_c in chosen.items() if v in probes
+            v: {c: s["backlog_at_end"] for c, s in by_c.items()} for v, by_c in signup.items() if v in probes
         },
         "all_rounds_tps": {
-            v: {c: [s["tps"] for s in ss] for c, ss in by_c.items()} for v, by_c in samples.items()
+            v: {c: [s["tps"] for s in ss] for c, ss in by_c.items()} for v, by_c in samples["signup"].items()
         },
+        "workloads": {w: _summary(chosen[w]) for w in WORKLOADS if w != "signup"},
+        "trigger_cpu": trigger_cpu,
     }

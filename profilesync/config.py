@@ -98,6 +98,12 @@ class Settings(BaseSettings):
         "the metadata's values win, off ignores it after creation; email always follows auth.users.email",
     )
     failure_ttl: int = Field(default=30 * 24 * 3600, ge=60, description="seconds failed jobs stay replayable")
+    result_ttl: int = Field(
+        default=5,
+        ge=1,
+        description="seconds a finished job (hash, result) stays in Redis (nothing reads the result; RQ's "
+        "500 s default kept ~6 KB per signup); queued, running and failed jobs stay visible to rq info",
+    )
     worker_maintenance_interval: int = Field(
         default=60,
         ge=1,

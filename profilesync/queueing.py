@@ -49,6 +49,7 @@ def enqueue_plans(queue: Queue, plans: list[JobPlan], settings: Settings) -> Non
             job_id=plan.job_id,
             timeout=settings.job_timeout,
             failure_ttl=settings.failure_ttl,
+            result_ttl=settings.result_ttl,
             retry=retry,
             description=f"create_profiles({len(plan.user_ids)} users)",
         )

@@ -47,3 +47,13 @@ def flatten(plans: Sequence[JobPlan]) -> tuple[list[int], list[str]]:
         event_ids.extend(plan.event_ids)
         job_ids.extend([plan.job_id] * len(plan.event_ids))
     return event_ids, job_ids
+
+
+def group_claimed(rows: Iterable[tuple[int, object, str]]) -> list[JobPlan]:
+    """Job plans from claimed rows (event id, user id, job id), in order of each job's first row."""
+    plans: dict[str, tuple[dict[str, None], list[int]]] = {}
+    for event_id, user_id, job_id in rows:
+        users, events = plans.setdefault(job_id, ({}, []))
+        users[str(user_id)] = None
+        events.append(event_id)
+    return [JobPlan(job_id, list(users), events) for job_id, (users, events) in plans.items()]

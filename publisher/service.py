@@ -20,9 +20,9 @@ from profilesync import db, listen, metrics
 from profilesync.backoff import Backoff
 from profilesync.config import Settings
 from profilesync.logs import get_logger
-from profilesync.queueing import connect_redis, enqueue_plans, profiles_queue
+from profilesync.queueing import JobPlan, connect_redis, enqueue_plans, profiles_queue
 from publisher.jobstate import live_jobs
-from publisher.planning import flatten, plan_jobs, valid_payload
+from publisher.planning import flatten, group_claimed, plan_jobs, valid_payload
 
 CHANNEL = "profile_sync_signup"
 # After a drain that found events, poll every LINGER_POLL seconds until LINGER_QUIET seconds pass without any;
@@ -31,15 +31,31 @@ LINGER_POLL = 0.0005
 BACKLOG_POLL = 0.005
 LINGER_QUIET = 0.05
 FIRST_RETRY = 0.5  # seconds before the first reconnect
+# Claims read pending events above a cursor trailing the highest claimed id by CURSOR_LAG to 2 x CURSOR_LAG
+# seconds: a signup whose id is lower than one already claimed, but which committed after it, is still above
+# it. A signup transaction open for longer is found by the full sweep (from id 0) on the safety timer.
+CURSOR_LAG = 1.0
 
 log = get_logger(__name__)
 
+# Claim and mark in one statement: rows are locked and marked in the claiming transaction, which commits only
+# after Redis took their jobs (a failure before that rolls the marks back). Pending events are read through
+# the primary key from `after` (see CURSOR_LAG). Duplicate events of a user land in the same job.
 _CLAIM = """
-SELECT id, user_id FROM profile_sync.signup_events
-WHERE enqueued_at IS NULL
-ORDER BY id
-LIMIT %s
-FOR UPDATE SKIP LOCKED
+WITH claimed AS (
+  SELECT id, user_id FROM profile_sync.signup_events
+  WHERE id > %(after)s::bigint AND enqueued_at IS NULL
+  ORDER BY id
+  LIMIT %(limit)s
+  FOR UPDATE SKIP LOCKED
+), jobs AS (
+  SELECT id, %(prefix)s || ((dense_rank() OVER (ORDER BY user_id) - 1) / %(per_job)s) AS job_id FROM claimed
+)
+UPDATE profile_sync.signup_events e
+SET enqueued_at = now(), job_id = j.job_id
+FROM jobs j
+WHERE e.id = j.id
+RETURNING e.id, e.user_id, e.job_id
 """
 _MARK = """
 UPDATE profile_sync.signup_events e
@@ -47,10 +63,11 @@ SET enqueued_at = now(), job_id = v.job_id
 FROM unnest(%s::bigint[], %s::text[]) AS v(id, job_id)
 WHERE e.id = v.id
 """
+# Oldest claims first, through signup_events_enqueued_idx: no scan and sort of a backlog.
 _STALE = """
 SELECT id, user_id, job_id FROM profile_sync.signup_events
 WHERE enqueued_at < now() - make_interval(secs => %s) AND failed_at IS NULL
-ORDER BY id
+ORDER BY enqueued_at
 LIMIT %s
 FOR UPDATE SKIP LOCKED
 """
@@ -64,8 +81,11 @@ ON CONFLICT (backend_pid) DO UPDATE SET idle = false, updated_at = now()
 """
 # Users with neither profile nor outbox row (the signup trigger gave up on a lock): recorded again.
 _SWEEP = "SELECT last_id, recorded FROM profile_sync.record_unrecorded_users(%s, %s)"
-_PENDING = "SELECT 1 FROM profile_sync.signup_events WHERE enqueued_at IS NULL LIMIT 1"
-_SET_IDLE = "UPDATE profile_sync.publishers SET idle = %s, updated_at = now() WHERE backend_pid = %s"
+# In id order so that the plan walks the primary key from the cursor, whatever the statistics say.
+_PENDING = """
+SELECT 1 FROM profile_sync.signup_events WHERE id > %s::bigint AND enqueued_at IS NULL ORDER BY id LIMIT 1
+"""
+_ANNOUNCE = "SELECT profile_sync.announce_publisher(%s, %s)"
 
 
 class Publisher:
@@ -79,6 +99,10 @@ class Publisher:
         self._beat = time.monotonic()  # last pass of the wait loop or drain batch
         self._malformed = listen.MalformedPayloads(CHANNEL)
         self._swept_up_to: uuid.UUID | None = None  # the sweeper's place in auth.users (None: the start)
+        self._claimed_max = 0  # the highest event id claimed
+        self._after = 0  # claims read ids above this (see CURSOR_LAG)
+        self._trail = 0  # _claimed_max when the cursor last moved; the cursor's next value
+        self._cursor_moves_at = 0.0
 
     # -- main loop -------------------------------------------------------------------------------------------
 
@@ -122,17 +146,23 @@ class Publisher:
             ) as work,
         ):
             pid = listener.info.backend_pid
+            # What this connection writes is soft state: a claim or mark lost in a crash is claimed or
+            # redelivered again (duplicate jobs change nothing), the idle flag is recomputed. Not worth an
+            # fsync on the way to every profile; the signup's event and the profile itself stay synchronous.
+            work.execute("SET synchronous_commit = off")
             work.execute(_FORGET_DEAD)
             work.execute(_REGISTER, (pid,))
+            work.execute(_ANNOUNCE, (pid, False))
             log.info("publisher listening", channel=CHANNEL, backend_pid=pid)
             self._down = None
             try:
-                self.drain(work, redis_conn)
+                self.drain(work, redis_conn, full=True)
                 self.redeliver(work, redis_conn)
                 self._wait_loop(listener, work, redis_conn, pid)
             finally:
                 if not work.closed and not work.broken:
                     work.execute("DELETE FROM profile_sync.publishers WHERE backend_pid = %s", (pid,))
+                    work.execute(_ANNOUNCE, (pid, False))  # recount the idle publishers without this one
 
     def _wait_loop(
         self,
@@ -143,20 +173,28 @@ class Publisher:
     ) -> None:
         next_safety = time.monotonic() + self.settings.safety_interval
         next_sweep = time.monotonic() + self.settings.sweep_interval
+        idle = False
         while not self.stop.is_set():
             self._beat = time.monotonic()
-            # Announce idleness, then drain once more: a signup that committed before the flag was visible
-            # did not NOTIFY, and this drain picks it up. Anything later NOTIFYs.
-            work.execute(_SET_IDLE, (True, pid))
-            found = self.drain(work, redis_conn)
+            found = 0
+            if not idle:
+                # Announce idleness, then drain once more: a signup that committed before the flag was visible
+                # did not NOTIFY, and this drain picks it up. Anything later NOTIFYs (while we stay idle, a
+                # signup during a drain too: its NOTIFY waits for the next _wait_for_notify).
+                work.execute(_ANNOUNCE, (pid, True))
+                idle = True
+                found = self.drain(work, redis_conn)
             if found == 0:
                 self._wait_for_notify(listener, until=next_safety)
-            work.execute(_SET_IDLE, (False, pid))
-            found += self.drain(work, redis_conn)
+                found = self.drain(work, redis_conn)  # still announced idle: nothing before the claim
             if found and self._steady(found):
+                # A stream: stop the signups' NOTIFYs (a cluster-wide lock at their commit) and poll instead.
+                work.execute(_ANNOUNCE, (pid, False))
+                idle = False
                 self._linger(work, redis_conn, until=next_safety)
             if time.monotonic() >= next_safety:
                 listener.execute("SELECT 1")  # liveness probe of the LISTEN connection
+                self.drain(work, redis_conn, full=True)
                 self.redeliver(work, redis_conn)
                 next_safety = time.monotonic() + self.settings.safety_interval
             if time.monotonic() >= next_sweep:
@@ -190,7 +228,7 @@ class Publisher:
             if redis_conn.llen(queue_key) > 0:
                 quiet_since = time.monotonic()
                 poll = BACKLOG_POLL
-            elif work.execute(_PENDING).fetchone():
+            elif work.execute(_PENDING, (self._after,)).fetchone():
                 quiet_since = time.monotonic()
                 self.drain(work, redis_conn)
             elif time.monotonic() - quiet_since >= LINGER_QUIET:
@@ -214,31 +252,50 @@ class Publisher:
 
     # -- work ------------------------------------------------------------------------------------------------
 
-    def drain(self, work: psycopg.Connection[Any], redis_conn: redis.Redis) -> int:
-        """Claim pending events batch by batch and dispatch them; returns events handled."""
+    def drain(self, work: psycopg.Connection[Any], redis_conn: redis.Redis, *, full: bool = False) -> int:
+        """Claim pending events batch by batch and dispatch them; returns events handled.
+
+        From the cursor, or from id 0 with `full` (a sweep for events that committed behind the cursor).
+        """
         queue = profiles_queue(redis_conn, self.settings.queue)
+        after = 0 if full else self._move_cursor()
         total = 0
         while not self.stop.is_set():
-            with work.transaction():
-                rows = work.execute(_CLAIM, (self.settings.drain_batch_size,)).fetchall()
+            params = {
+                "after": after,
+                "limit": self.settings.drain_batch_size,
+                "prefix": f"profiles-{uuid.uuid4()}-",
+                "per_job": self.settings.job_batch_size,
+            }
+            # Pipeline mode: BEGIN and the claim in one round trip, the COMMIT in another.
+            with work.pipeline(), work.transaction():
+                rows = work.execute(_CLAIM, params).fetchall()
                 if not rows:
                     break
-                jobs = self.dispatch(work, queue, rows)
+                plans = group_claimed(rows)
+                self.dispatch(work, queue, plans)
             total += len(rows)
             self._beat = time.monotonic()
             metrics.EVENTS_ENQUEUED.inc(len(rows))
-            log.info("events enqueued", events=len(rows), jobs=jobs)
+            after = max(after, max(row[0] for row in rows))  # the next batch: past this one
+            self._claimed_max = max(self._claimed_max, after)
+            log.info("events enqueued", events=len(rows), jobs=len(plans))
             if len(rows) < self.settings.drain_batch_size:
                 break
         self.enqueued_total += total
         return total
 
-    def dispatch(self, work: psycopg.Connection[Any], queue: Queue, events: list[tuple[int, Any]]) -> int:
-        """In the claiming transaction: the events' jobs into Redis, then mark them enqueued; returns jobs."""
-        plans = plan_jobs(events, self.settings.job_batch_size)
+    def _move_cursor(self) -> int:
+        """The id claims start after: the highest claimed id as of CURSOR_LAG to 2 x CURSOR_LAG ago."""
+        now = time.monotonic()
+        if now >= self._cursor_moves_at:
+            self._after, self._trail = self._trail, self._claimed_max
+            self._cursor_moves_at = now + CURSOR_LAG
+        return self._after
+
+    def dispatch(self, work: psycopg.Connection[Any], queue: Queue, plans: list[JobPlan]) -> None:
+        """In the claiming transaction, its events already marked: their jobs into Redis before it commits."""
         enqueue_plans(queue, plans, self.settings)
-        work.execute(_MARK, flatten(plans))
-        return len(plans)
 
     def redeliver(self, work: psycopg.Connection[Any], redis_conn: redis.Redis) -> int:
         """Re-enqueue events whose job will not run: gone from Redis, unreadable, missing from its queue
@@ -254,9 +311,11 @@ class Publisher:
             orphans = [(event_id, user_id) for event_id, user_id, job_id in rows if job_id not in live]
             if not orphans:
                 return 0
-            jobs = self.dispatch(work, queue, orphans)
+            plans = plan_jobs(orphans, self.settings.job_batch_size)
+            work.execute(_MARK, flatten(plans))
+            self.dispatch(work, queue, plans)
         metrics.EVENTS_ENQUEUED.inc(len(orphans))
-        log.warning("events redelivered", events=len(orphans), jobs=jobs)
+        log.warning("events redelivered", events=len(orphans), jobs=len(plans))
         return len(orphans)
 
     def sweep(self, work: psycopg.Connection[Any]) -> int:

@@ -71,6 +71,10 @@ def _split_off(user_ids: list[str]) -> None:
         return
     queue = Queue(job.origin, connection=job.connection, serializer=JSONSerializer)
     split = queue.enqueue(
-        CREATE_PROFILES, args=(user_ids,), failure_ttl=job.failure_ttl, description="create_profiles(1 user)"
+        CREATE_PROFILES,
+        args=(user_ids,),
+        failure_ttl=job.failure_ttl,
+        result_ttl=job.result_ttl,
+        description="create_profiles(1 user)",
     )
     log.warning("user split off a failing batch", job_id=split.id)

@@ -35,6 +35,7 @@ from profilesync.errors import ProfileSyncError
 from profilesync.logs import get_logger
 from profilesync.queueing import CREATE_PROFILES, connect_redis, profiles_queue
 from worker import jobs, runtime
+from worker.bookkeeping import FewerRoundTrips
 
 log = get_logger(__name__)
 
@@ -75,7 +76,7 @@ class AllowListedJob(Job):
         return None
 
 
-class ProfileSyncWorker(SimpleWorker):
+class ProfileSyncWorker(FewerRoundTrips, SimpleWorker):
     """Remembers whether it was asked to stop: RQ also leaves its loop, quietly, when Redis goes away.
 
     Built by RQ's worker pool and by `rq worker -w` too, so its maintenance defaults come from the Settings,

@@ -56,7 +56,8 @@ def _create(
         return
     try:
         with conn.transaction():
-            row = conn.execute(query, {"ids": user_ids, "policy": policy}).fetchone()
+            # Prepared once per connection: every job runs the same statement.
+            row = conn.execute(query, {"ids": user_ids, "policy": policy}, prepare=True).fetchone()
     except psycopg.Error as exc:
         # A missing grant is the deployment's fault, not these users': no bisecting, no failed marks.
         raise_if_denied(exc, "the worker runs as profilesync_worker or the migrations' owner")

@@ -58,7 +58,8 @@ def test_worker_killed_mid_batch_has_its_job_retried_and_completed(target: Targe
     finish(target, Row("kill -9 worker mid-batch, restart", 1000, "1 x SIGKILL", state, recovery))
 
 
-# Holds the publisher between "Redis has the jobs" and "events marked enqueued" while the test holds the lock.
+# Holds the publisher between "Redis has the jobs" and the commit of its claim (which marked the events) while
+# the test holds the lock: a deferred trigger on the mark runs at commit.
 GATE = """
 CREATE FUNCTION faults_audit.gate() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -66,8 +67,8 @@ BEGIN
   RETURN NEW;
 END
 $$;
-CREATE TRIGGER faults_gate BEFORE UPDATE OF enqueued_at ON profile_sync.signup_events
-  FOR EACH ROW EXECUTE FUNCTION faults_audit.gate();
+CREATE CONSTRAINT TRIGGER faults_gate AFTER UPDATE OF enqueued_at ON profile_sync.signup_events
+  DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION faults_audit.gate();
 """
 
 
@@ -81,8 +82,15 @@ def test_publisher_killed_after_enqueue_before_commit_redelivers_and_changes_not
     queue = profiles_queue(target.redis)
     assert wait_for(lambda: queue.count >= 1 and target.waiting_on_lock("profilesync-publisher") == 1)
     first_jobs = queue.count
-    procs.kill("publisher")  # its jobs are in Redis, its events not marked: the transaction never commits
+    procs.kill("publisher")  # its jobs are in Redis, its claim not committed: the transaction never commits
     killed_at = time.monotonic()
+    # Its backend already has the COMMIT (held by the gate); a publisher killed before sending it leaves a
+    # backend that rolls back at the closed socket: end the backend the same way.
+    target.conn.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+        ("profilesync-publisher",),
+    )
+    assert wait_for(lambda: target.waiting_on_lock("profilesync-publisher") == 0)
     target.conn.execute("SELECT pg_advisory_unlock(4242)")
     procs.start("publisher", "publisher")
     assert wait_for(lambda: target.count(PENDING) == 0)

@@ -16,7 +16,7 @@ from structlog.testing import capture_logs
 from profilesync.config import Settings
 from profilesync.devkit.signups import KINDS, make_signup
 from profilesync.migrate import available, migrate
-from profilesync.queueing import CREATE_PROFILES, profiles_queue
+from profilesync.queueing import CREATE_PROFILES, connect_redis, profiles_queue
 from publisher.service import Publisher
 from tests.harness import (
     bulk_signup,
@@ -152,7 +152,7 @@ def test_trigger_works_as_supabase_auth_admin_with_auth_search_path(conn: Conn) 
     assert count(conn, EVENTS) == 1
 
 
-def test_trigger_function_is_security_definer_with_empty_search_path(conn: Conn) -> None:
+def test_trigger_function_is_security_definer_with_empty_search_path_and_a_lock_timeout(conn: Conn) -> None:
     row = conn.execute(
         "SELECT prosecdef, proconfig FROM pg_proc WHERE oid = 'profile_sync.on_auth_user_created'::regproc"
     ).fetchone()
@@ -171,6 +171,7 @@ def test_a_broken_outbox_never_blocks_a_signup(conn: Conn) -> None:
 def test_a_user_deleted_before_the_job_runs_is_done_not_failed(
     conn: Conn, settings: Settings, redis_conn: redis.Redis
 ) -> None:
+    settings = settings.model_copy(update={"result_ttl": 60})  # keep the finished job to read its result
     kept, deleted = signup(conn), signup(conn)
     assert drain_once(settings) == 2
     conn.execute("DELETE FROM auth.users WHERE id = %s", (deleted,))
@@ -282,3 +283,87 @@ def test_migrate_refuses_a_database_without_auth_users(pg_admin_url: str) -> Non
                 migrate(target)
         finally:
             admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def _plan(conn: Conn, query: str, params: tuple[Any, ...]) -> dict[str, Any]:
+    """The executed plan (EXPLAIN ANALYZE, BUFFERS) of `query`, rolled back."""
+    with conn.transaction(force_rollback=True):
+        row = conn.execute(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {query}", params).fetchone()
+    assert row is not None
+    return dict(row[0][0])
+
+
+def _blocks(plan: dict[str, Any]) -> int:
+    node = plan["Plan"]
+    return int(node["Shared Hit Blocks"]) + int(node["Shared Read Blocks"])
+
+
+def test_polling_from_the_cursor_skips_events_retired_under_a_long_snapshot(
+    conn: Conn, settings: Settings, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A REPEATABLE READ snapshot held open keeps every retired event's index entries alive (issue 9.7).
+    from publisher import service
+
+    monkeypatch.setattr(service, "CURSOR_LAG", 0.0)
+    with psycopg.connect(database_url) as old:
+        old.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        old.execute("SELECT count(*) FROM profile_sync.signup_events").fetchone()
+        bulk_signup(conn, 5000)
+        publisher = Publisher(settings)
+        with psycopg.connect(settings.database_url, autocommit=True) as work:
+            redis_conn = connect_redis(settings.redis_url)
+            assert publisher.drain(work, redis_conn) == 5000
+            conn.execute("DELETE FROM profile_sync.signup_events")  # as the workers retire them
+            assert publisher.drain(work, redis_conn) == 0
+            assert publisher.drain(work, redis_conn) == 0  # the cursor has moved past them
+        from_cursor = _plan(conn, service._PENDING, (publisher._after,))
+        full_sweep = _plan(conn, service._PENDING, (0,))
+    assert full_sweep["Plan"]["Actual Rows"] == from_cursor["Plan"]["Actual Rows"] == 0
+    assert _blocks(full_sweep) > 20  # the dead entries are there: a poll from id 0 walks them all
+    assert _blocks(from_cursor) <= 3
+
+
+def test_a_signup_that_commits_behind_the_cursor_is_claimed_by_the_full_sweep(
+    conn: Conn, settings: Settings, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from publisher import service
+
+    monkeypatch.setattr(service, "CURSOR_LAG", 0.0)
+    with psycopg.connect(database_url) as slow:
+        late = signup(slow)  # its event has the lower id, but commits last
+        signup(conn)
+        publisher = Publisher(settings)
+        with psycopg.connect(settings.database_url, autocommit=True) as work:
+            redis_conn = connect_redis(settings.redis_url)
+            assert publisher.drain(work, redis_conn) == 1
+            assert publisher.drain(work, redis_conn) == 0
+            slow.commit()
+            assert publisher.drain(work, redis_conn) == 0  # behind the cursor
+            assert publisher.drain(work, redis_conn, full=True) == 1
+    claimed = "SELECT count(*) FROM profile_sync.signup_events WHERE user_id = %s AND job_id IS NOT NULL"
+    assert count(conn, claimed, (late,)) == 1
+
+
+def test_redelivery_reads_stale_events_through_an_index(conn: Conn) -> None:
+    bulk_signup(conn, 20000)
+    conn.execute("UPDATE profile_sync.signup_events SET enqueued_at = now(), job_id = 'j'")
+    conn.execute("ANALYZE profile_sync.signup_events")
+    from publisher import service
+
+    text = str(_plan(conn, service._STALE, (60.0, 2000)))
+    assert "signup_events_enqueued_idx" in text
+    assert "'Sort'" not in text
+    assert "Seq Scan" not in text
+
+
+def test_a_finished_job_stays_in_redis_only_briefly(
+    conn: Conn, settings: Settings, redis_conn: redis.Redis
+) -> None:
+    # Nothing reads a create_profiles result: kept for RQ's default 500 s, each job cost ~6 KB per signup.
+    signup(conn)
+    assert drain_once(settings) == 1
+    run_worker_burst(settings)
+    assert count(conn, PROFILES) == 1
+    jobs = list(redis_conn.scan_iter("rq:job:*"))
+    assert jobs
+    assert all(0 < redis_conn.ttl(key) <= settings.result_ttl <= 5 for key in jobs)

@@ -119,6 +119,7 @@ _EXPECTED_GRANTS = {
     PUBLISHER: {
         ("profile_sync", None, "USAGE"),
         *(("profile_sync.publishers", None, p) for p in ("SELECT", "INSERT", "UPDATE", "DELETE")),
+        ("profile_sync.announce_publisher(integer,boolean)", None, "EXECUTE"),
         *(
             (_EVENTS, c, "SELECT")
             for c in ("id", "user_id", "created_at", "enqueued_at", "job_id", "failed_at")
@@ -464,12 +465,12 @@ def _signup_as_auth_admin(url: str) -> tuple[uuid.UUID, list[str]]:
     "breakage",
     [
         "DROP TABLE profile_sync.signup_events",
-        "DROP TABLE profile_sync.publishers",
+        "DROP SEQUENCE profile_sync.idle_publishers",
         "ALTER TABLE profile_sync.signup_events ADD COLUMN required text NOT NULL",
         "ALTER TABLE profile_sync.signup_events ADD CONSTRAINT nothing CHECK (false) NOT VALID",
         "REVOKE ALL ON SCHEMA profile_sync FROM CURRENT_USER",
         "REVOKE INSERT ON profile_sync.signup_events FROM CURRENT_USER",
-        "REVOKE SELECT ON profile_sync.publishers FROM CURRENT_USER",
+        "REVOKE ALL ON SEQUENCE profile_sync.idle_publishers FROM CURRENT_USER",
     ],
 )
 def test_a_broken_schema_never_blocks_a_signup(owned_database_url: str, breakage: str) -> None:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 
-from publisher.planning import flatten, plan_jobs, valid_payload
+from publisher.planning import flatten, group_claimed, plan_jobs, valid_payload
 
 
 def test_plan_jobs_chunks_distinct_users_and_keeps_every_event() -> None:
@@ -35,3 +35,12 @@ def test_notify_payload_must_be_a_uuid() -> None:
     assert valid_payload(str(uuid.uuid4()))
     for bad in ("", "garbage", "1; DROP TABLE x", "{}", "x" * 8000):
         assert not valid_payload(bad)
+
+
+def test_group_claimed_makes_one_plan_per_job_with_distinct_users_in_first_seen_order() -> None:
+    rows = [(1, "a", "j-0"), (2, "b", "j-1"), (3, "a", "j-0"), (4, "c", "j-0")]
+    plans = group_claimed(rows)
+    assert [(p.job_id, p.user_ids, p.event_ids) for p in plans] == [
+        ("j-0", ["a", "c"], [1, 3, 4]),
+        ("j-1", ["b"], [2]),
+    ]
