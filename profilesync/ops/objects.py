@@ -32,13 +32,30 @@ FUNCTIONS = (
     "profile_sync.watch_profile(uuid, integer, integer)",
     "profile_sync.unwatch_profiles(bigint[])",
     "profile_sync.forget_dead_profile_waiters()",
+    "profile_sync.record_unrecorded_users(uuid, integer)",
+    "profile_sync.check_profile_update()",
+    "profile_sync.ensure_conversation_profile()",
+    "public.ensure_profile()",
+    "profile_sync.on_auth_user_updated()",
+    "profile_sync.apply_metadata_policy(text, text, text)",
+    "profile_sync.sync_profiles(uuid[], text)",
+    "profile_sync.announce_publisher(integer, boolean)",
+    "profile_sync.signup_ages(uuid[])",
 )
 # (table, trigger) other than the signup trigger: enabled (origin or always).
-TRIGGERS = (("public.user_profiles", "profile_sync_on_user_profiles_inserted"),)
-# (role, object kind, object, privilege): what the least-privilege roles need to run (sql/0004_security.sql).
+TRIGGERS = (
+    ("public.user_profiles", "profile_sync_on_user_profiles_inserted"),
+    ("public.user_profiles", "profile_sync_check_profile_update"),
+    ("public.chat_conversations", "profile_sync_ensure_profile"),
+    ("public.chat_conversations", "profile_sync_ensure_profile_service"),
+    ("auth.users", "profile_sync_on_auth_user_updated"),
+)
+# (role, object kind, object, privilege): what the least-privilege roles need to run (sql/0004_security.sql and later grants).
 GRANTS = (
     (WORKER, "schema", "profile_sync", "USAGE"),
     (WORKER, "function", "profile_sync.create_profiles(uuid[])", "EXECUTE"),
+    (WORKER, "function", "profile_sync.sync_profiles(uuid[], text)", "EXECUTE"),
+    (WORKER, "function", "profile_sync.signup_ages(uuid[])", "EXECUTE"),
     (WORKER, "column", "profile_sync.signup_events.user_id", "SELECT"),
     (WORKER, "column", "profile_sync.signup_events.failed_at", "UPDATE"),
     (PUBLISHER, "schema", "profile_sync", "USAGE"),
@@ -47,6 +64,8 @@ GRANTS = (
     (PUBLISHER, "table", "profile_sync.publishers", "INSERT"),
     (PUBLISHER, "table", "profile_sync.publishers", "UPDATE"),
     (PUBLISHER, "table", "profile_sync.publishers", "DELETE"),
+    (PUBLISHER, "function", "profile_sync.announce_publisher(integer, boolean)", "EXECUTE"),
+    (PUBLISHER, "function", "profile_sync.record_unrecorded_users(uuid, integer)", "EXECUTE"),
 )
 # Supabase's API roles must not execute anything of ours.
 API_ROLES = ("anon", "authenticated")
