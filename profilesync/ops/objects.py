@@ -50,7 +50,8 @@ TRIGGERS = (
     ("public.chat_conversations", "profile_sync_ensure_profile_service"),
     ("auth.users", "profile_sync_on_auth_user_updated"),
 )
-# (role, object kind, object, privilege): what the least-privilege roles need to run (sql/0004_security.sql and later grants).
+# (role, object kind, object, privilege): what the least-privilege roles need to run (sql/0004_security.sql
+# and the grants of later migrations).
 GRANTS = (
     (WORKER, "schema", "profile_sync", "USAGE"),
     (WORKER, "function", "profile_sync.create_profiles(uuid[])", "EXECUTE"),
