@@ -209,6 +209,10 @@ def test_waiting_issues_no_queries_and_burns_no_cpu(conn: Conn, settings: Settin
 
 # -- timeout paths -----------------------------------------------------------------------------------------
 
+# The wait ends at the timeout; a few round trips follow (chat.service's bound: timeout + lock_timeout + a
+# few round trips): tens of milliseconds on a quiet box, more while other processes load a CI machine.
+ROUND_TRIPS = 0.3
+
 
 def test_timeout_with_error_fallback_raises_profile_not_ready(conn: Conn, settings: Settings) -> None:
     user_id = signup(conn, "email")
@@ -217,7 +221,7 @@ def test_timeout_with_error_fallback_raises_profile_not_ready(conn: Conn, settin
         with pytest.raises(ProfileNotReadyError, match=str(user_id)):
             service.create_conversation(user_id)
         elapsed = time.monotonic() - started
-    assert 0.5 <= elapsed <= 0.6, elapsed
+    assert 0.5 <= elapsed <= 0.5 + ROUND_TRIPS, elapsed
     assert not has_profile(conn, user_id)
     assert count(conn, WAITERS) == 0
 
@@ -230,7 +234,7 @@ def test_timeout_with_create_fallback_creates_the_mapped_profile_inline(
         started = time.monotonic()
         conversation = service.create_conversation(user_id, "first")
         elapsed = time.monotonic() - started
-    assert 0.5 <= elapsed <= 0.6, elapsed
+    assert 0.5 <= elapsed <= 0.5 + ROUND_TRIPS, elapsed
     assert conversation.user_id == user_id
     row = conn.execute(
         "SELECT email, full_name, avatar_url FROM public.user_profiles WHERE id = %s", (user_id,)
