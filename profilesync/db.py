@@ -7,6 +7,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
+from profilesync.config import redact
+
 # Detect a dead peer (NAT drop, failover) in about a minute instead of the kernel's two hours.
 KEEPALIVES: dict[str, Any] = {
     "keepalives": 1,
@@ -27,9 +29,13 @@ TRANSIENT_SQLSTATE_CLASSES = (
 def connect(
     url: str, *, autocommit: bool = False, application_name: str = "profilesync"
 ) -> psycopg.Connection[Any]:
-    return psycopg.connect(
-        url, autocommit=autocommit, application_name=application_name, connect_timeout=10, **KEEPALIVES
-    )
+    try:
+        return psycopg.connect(
+            url, autocommit=autocommit, application_name=application_name, connect_timeout=10, **KEEPALIVES
+        )
+    except psycopg.Error as exc:
+        exc.add_note(redact(url))  # which database: `profilesync.explain` names it (and its variable)
+        raise
 
 
 def with_dbname(url: str, dbname: str) -> str:

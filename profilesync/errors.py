@@ -18,3 +18,7 @@ class ConfigError(ProfileSyncError):
 
 class MigrationError(ProfileSyncError):
     """Could not apply the SQL migrations."""
+
+
+class SchemaMissingError(ProfileSyncError):
+    """schema profile_sync missing: run profilesync migrate."""

@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 
-from profilesync.errors import MigrationError
+from profilesync.errors import MigrationError, SchemaMissingError
 from profilesync.logs import get_logger
 
 SQL_PACKAGE = "profilesync.sql"
@@ -118,3 +118,11 @@ def migrate(conn: psycopg.Connection[Any], *, dev_auth_stub: bool = False) -> li
         return names
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+
+
+def require_schema(conn: psycopg.Connection[Any]) -> None:
+    """Raise SchemaMissingError unless the outbox exists: a process started before `migrate` stops at once
+    with that one line instead of failing every statement (a publisher would reconnect forever)."""
+    row = conn.execute("SELECT pg_catalog.to_regclass('profile_sync.signup_events') IS NOT NULL").fetchone()
+    if not row or not row[0]:
+        raise SchemaMissingError()

@@ -16,6 +16,8 @@ from typing import Any
 
 import psycopg
 import redis
+from redis.client import Pipeline
+from rq import worker_registration
 from rq.serializers import JSONSerializer
 from rq.worker import BaseWorker, SimpleWorker
 from rq.worker_pool import WorkerPool
@@ -54,6 +56,25 @@ class ProfileSyncWorker(SimpleWorker):
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
         self.stop_signalled = True
         super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
+        """RQ's heartbeat, which registers the worker again when Redis lost its key (a restart without
+        persistence, a FLUSHALL): RQ alone only recreates the key's heartbeat field, so `rq info` and doctor
+        count the worker dead while it works. One round trip instead of RQ's three."""
+        if pipeline is not None:  # inside RQ's own job bookkeeping
+            super().heartbeat(timeout, pipeline)
+            return
+        with self.connection.pipeline() as pipe:
+            pipe.exists(self.key)
+            super().heartbeat(timeout, pipe)
+            existed = pipe.execute()[0]
+        if not existed:
+            with self.connection.pipeline() as pipe:
+                pipe.hset(self.key, mapping=self.serialize())
+                worker_registration.register(self, pipe)
+                pipe.expire(self.key, timeout or self.worker_ttl + 60)
+                pipe.execute()
+            log.warning("worker registered again: Redis had lost its registration", worker=self.name)
 
 
 def _make_worker(settings: Settings, name: str | None) -> ProfileSyncWorker:
