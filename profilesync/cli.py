@@ -114,10 +114,12 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
+    from profilesync.migrate import require_schema
     from profilesync.ops import backfill
     from profilesync.ops.progress import StatusLine, bar
 
     with db.connect(settings.database_url, autocommit=True, application_name="profilesync-backfill") as conn:
+        require_schema(conn)
         if args.dry_run:
             print(f"dry run: {backfill.count_candidates(conn):,} user(s) without a profile would be recorded")
         else:

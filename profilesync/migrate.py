@@ -122,7 +122,14 @@ def migrate(conn: psycopg.Connection[Any], *, dev_auth_stub: bool = False) -> li
 
 def require_schema(conn: psycopg.Connection[Any]) -> None:
     """Raise SchemaMissingError unless the outbox exists: a process started before `migrate` stops at once
-    with that one line instead of failing every statement (a publisher would reconnect forever)."""
-    row = conn.execute("SELECT pg_catalog.to_regclass('profile_sync.signup_events') IS NOT NULL").fetchone()
+    with that one line instead of failing every statement (a publisher would reconnect forever). Reads the
+    catalog, which every role may; then touches the outbox, so a role without any privilege on it fails
+    here too, with its own InsufficientPrivilege (every profilesync role may read some of its columns)."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c"
+        " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = 'profile_sync' AND c.relname = 'signup_events')"
+    ).fetchone()
     if not row or not row[0]:
         raise SchemaMissingError()
+    conn.execute("SELECT 1 FROM profile_sync.signup_events LIMIT 0")

@@ -17,7 +17,7 @@ from rq.registry import FailedJobRegistry
 
 from profilesync import db
 from profilesync.config import Settings, is_transaction_pooler, redact
-from profilesync.explain import first_line
+from profilesync.explain import explain, first_line
 from profilesync.migrate import pending
 from profilesync.ops import objects
 from profilesync.queueing import connect_redis, profiles_queue
@@ -339,7 +339,7 @@ def _gather_database(settings: Settings, facts: Facts) -> None:
             try:
                 read(conn, facts)
             except psycopg.Error as exc:
-                facts.errors[name] = f"cannot read: {redact(first_line(exc))}"
+                facts.errors[name] = f"cannot read: {explain(exc, settings)}"
         if "backlog" in facts.errors:
             facts.errors["failed_events"] = facts.errors["backlog"]
 
