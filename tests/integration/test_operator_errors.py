@@ -13,14 +13,18 @@ import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 import pytest
+import redis
 from psycopg import sql
 
 from profilesync import cli, logs
-from profilesync.devkit.embedded import EmbeddedPostgres, free_port
+from profilesync.devkit.children import Children
+from profilesync.devkit.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from profilesync.migrate import AUTH_STUB, migrate
+from tests.harness import count, signup, wait_for
 from tests.servers import DatabaseFactory, with_dbname
 
 SECRET = f"hunter2-{uuid.uuid4().hex[:8]}"
@@ -260,3 +264,46 @@ def test_a_closed_pipe_ends_doctor_quietly(database_url: str, redis_url: str) ->
     )
     assert done.stderr == "", done.stderr
     assert done.returncode == 141  # as if killed by SIGPIPE, like other Unix tools
+
+
+def test_real_processes_never_print_a_password_in_any_form(
+    password_cluster: PasswordCluster, tmp_path: Path
+) -> None:
+    """DATABASE_URL as key=value, LISTEN_DATABASE_URL with ?password=, REDIS_URL with one; DEBUG logs."""
+    with EmbeddedRedis() as redis_server:
+        with redis.Redis.from_url(redis_server.url) as client:
+            client.config_set("requirepass", SECRET)
+        port = password_cluster.port
+        env = {k: v for k, v in os.environ.items() if k != "LISTEN_DATABASE_URL"}
+        env.update(
+            {
+                "DATABASE_URL": f"host=127.0.0.1 port={port} user={APP_ROLE} password='{SECRET}' dbname=app",
+                "LISTEN_DATABASE_URL": f"postgresql://{APP_ROLE}@127.0.0.1:{port}/app?password={SECRET}",
+                "REDIS_URL": f"redis://:{SECRET}@127.0.0.1:{redis_server.port}/0",
+                "PROFILESYNC_LOG_LEVEL": "DEBUG",
+                "PROFILESYNC_LOG_FORMAT": "json",
+                "PROFILESYNC_SAFETY_INTERVAL": "0.5",
+            }
+        )
+        children = Children(env, tmp_path)
+        children.start("publisher", "publisher")
+        children.start("worker", "worker")
+        try:
+            with psycopg.connect(password_cluster.url(APP_ROLE, SECRET), autocommit=True) as conn:
+                users = [signup(conn, kind) for kind in ("email", "phone", "google")]
+                assert wait_for(
+                    lambda: (
+                        count(conn, "SELECT count(*) FROM public.user_profiles WHERE id = ANY(%s)", (users,))
+                        == 3
+                    )
+                ), children.logs()[-3000:]
+            reports = [
+                subprocess.run([PROFILESYNC, *argv], env=env, capture_output=True, text=True, timeout=60)
+                for argv in (["doctor"], ["doctor", "--json"], ["failed"], ["backfill", "--dry-run"])
+            ]
+        finally:
+            codes = children.stop(timeout=15)
+    output = children.logs() + "".join(r.stdout + r.stderr for r in reports)
+    assert codes == {"publisher": 0, "worker": 0}, children.logs()[-3000:]
+    assert "password=***" in output  # the URLs are shown, redacted
+    assert SECRET not in output
