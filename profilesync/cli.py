@@ -278,7 +278,11 @@ def _add(sub: Any, name: str, summary: str, description: str, *env: str) -> argp
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="profilesync", description=__doc__, formatter_class=_HelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="profilesync",
+        description="A profile for every Supabase signup. `profilesync COMMAND --help` explains a command.",
+        formatter_class=_HelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     db_env = ("database_url",)
 
