@@ -195,7 +195,7 @@ def cmd_failed(args: argparse.Namespace, settings: Settings) -> int:
     from profilesync.queueing import connect_redis, profiles_queue
 
     with connect_redis(settings.redis_url) as redis_conn:
-        jobs = failed.failed_jobs(profiles_queue(redis_conn), args.limit)
+        jobs = failed.failed_jobs(profiles_queue(redis_conn, settings.queue), args.limit)
     with db.connect(settings.database_url, autocommit=True, application_name="profilesync-failed") as conn:
         events = failed.failed_events(conn, args.limit)
     print(failed.format_json(jobs, events) if args.json else failed.format_table(jobs, events))
@@ -261,7 +261,9 @@ def _environment(*names: str) -> str:
     lines = ["environment (defaults in parentheses; see the README's configuration table):"]
     for name in names:
         field = Settings.model_fields[name]
-        default = "DATABASE_URL" if name == "listen_database_url" else redact(str(field.default))
+        default = redact(str(field.default)) if field.default is not None else "unset"
+        if name == "listen_database_url":
+            default = "DATABASE_URL"
         lines.append(f"  {env_name(name)} ({default})")
     return "\n".join(lines)
 
@@ -339,10 +341,12 @@ def build_parser() -> argparse.ArgumentParser:
         "database_url",
         "listen_database_url",
         "redis_url",
+        "queue",
         "safety_interval",
         "redeliver_after",
         "drain_batch_size",
         "job_batch_size",
+        "metrics_port",
     )
     p.set_defaults(func=cmd_publisher)
 
@@ -358,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
         "job_timeout",
         "job_retries",
         "worker_maintenance_interval",
+        "metrics_port",
     )
     p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     p.add_argument(
@@ -392,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
         "database_url",
         "listen_database_url",
         "redis_url",
+        "queue",
         "doctor_min_workers",
         "doctor_max_failed_jobs",
         "doctor_max_backlog_age",
@@ -411,6 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
         "first and last failed. Then the signup events marked failed in the database.",
         "database_url",
         "redis_url",
+        "queue",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--limit", type=_positive_int, default=100, help="jobs and events listed at most")
@@ -423,6 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Job ids come from `profilesync failed`. Replaying is safe: profile creation is idempotent.",
         "database_url",
         "redis_url",
+        "queue",
     )
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--all", action="store_true", help="every failed job of the queue")
