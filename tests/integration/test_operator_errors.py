@@ -23,7 +23,7 @@ from psycopg import sql
 from profilesync import cli, logs
 from profilesync.devkit.children import Children
 from profilesync.devkit.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
-from profilesync.migrate import AUTH_STUB, migrate
+from profilesync.migrate import auth_stub, migrate
 from tests.harness import count, signup, wait_for
 from tests.servers import DatabaseFactory, with_dbname
 
@@ -74,7 +74,7 @@ def unmigrated_url(database_factory: DatabaseFactory) -> Iterator[str]:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     url = with_dbname(database_factory.admin_url, name)
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(AUTH_STUB.read_text())
+        conn.execute(auth_stub())
     yield url
     database_factory.drop(url)
 
