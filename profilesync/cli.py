@@ -399,6 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
         "redis_url",
         "queue",
         "doctor_min_workers",
+        "doctor_min_publishers",
         "doctor_max_failed_jobs",
         "doctor_max_backlog_age",
         "doctor_max_snapshot_age",

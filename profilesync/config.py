@@ -107,6 +107,7 @@ class Settings(BaseSettings):
 
     # doctor thresholds: beyond them `profilesync doctor` reports a problem
     doctor_min_workers: int = Field(default=1, ge=0, description="workers that must be alive")
+    doctor_min_publishers: int = Field(default=1, ge=0, description="publishers that must be alive")
     doctor_max_failed_jobs: int = Field(default=0, ge=0, description="failed jobs / events tolerated")
     doctor_max_backlog_age: float = Field(default=60.0, gt=0, description="seconds the oldest event may wait")
     doctor_max_snapshot_age: float = Field(

@@ -134,6 +134,7 @@ class Thresholds:
     max_backlog_age: float = 60.0
     safety_interval: float = 5.0  # a live publisher claims every event within one
     max_snapshot_age: float = 300.0
+    min_publishers: int = 1
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Thresholds:
@@ -143,6 +144,7 @@ class Thresholds:
             settings.doctor_max_backlog_age,
             settings.safety_interval,
             settings.doctor_max_snapshot_age,
+            settings.doctor_min_publishers,
         )
 
 
@@ -267,9 +269,11 @@ def _evaluate_objects(missing: list[str]) -> Check:
 def _publishers(f: Facts, limits: Thresholds) -> Check:
     alive = f.live_publishers or 0
     age = f.oldest_unclaimed_age
-    if alive == 0:
-        return Check("publishers", "fail", "none alive: signups wait (start profilesync publisher)")
-    if age is not None and age > limits.safety_interval:
+    if alive < limits.min_publishers:
+        if alive == 0:
+            return Check("publishers", "fail", "none alive: signups wait (start profilesync publisher)")
+        return Check("publishers", "fail", f"{alive} alive, expected at least {limits.min_publishers}")
+    if alive > 0 and age is not None and age > limits.safety_interval:
         return Check(
             "publishers",
             "fail",

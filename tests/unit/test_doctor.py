@@ -198,3 +198,11 @@ def test_table_and_json_output() -> None:
     assert data["healthy"] is False
     assert data["checks"][0] == {"name": "database", "status": "ok", "detail": "reachable"}
     assert len(data["checks"]) == len(CHECKS)
+
+
+def test_publishers_may_be_optional() -> None:
+    optional = Thresholds(min_publishers=0)
+    checks = by_name(evaluate(healthy_facts(live_publishers=0, oldest_unclaimed_age=99.0), optional))
+    assert checks["publishers"] == Check("publishers", "ok", "0 alive")
+    two = by_name(evaluate(healthy_facts(), Thresholds(min_publishers=2)))["publishers"]
+    assert two == Check("publishers", "fail", "1 alive, expected at least 2")
