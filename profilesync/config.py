@@ -2,33 +2,49 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
-from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 TRANSACTION_POOLER_PORT = 6543
 DEFAULT_QUEUE = "profiles"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
-def is_transaction_pooler(url: str) -> bool:
-    """True for a URL that points at a transaction-mode pooler (Supabase's port 6543, pgbouncer)."""
-    parts = urlsplit(url)
+_POOLER_FLAG = re.compile(r"(?i)(?:^|[?&\s])pgbouncer\s*=\s*true\b")
+_POOLER_PARAM = re.compile(r"(?i)[?&]?\bpgbouncer\s*=\s*[^&\s]*")
+
+
+def is_transaction_pooler(dsn: str) -> bool:
+    """True for a connection string (URL or key=value) that points at a transaction-mode pooler: Supabase's
+    port 6543 (on any of its hosts), or `pgbouncer=true` (Prisma's flag, which libpq itself rejects)."""
+    if _POOLER_FLAG.search(dsn):
+        return True
     try:
-        port = parts.port
-    except ValueError:
+        params = conninfo_to_dict(_POOLER_PARAM.sub("", dsn))
+    except psycopg.ProgrammingError:  # unparseable: connecting fails with its own error
         return False
-    return port == TRANSACTION_POOLER_PORT or "pgbouncer=true" in parts.query
+    ports = str(params.get("port") or "").split(",")
+    return str(TRANSACTION_POOLER_PORT) in (port.strip() for port in ports)
 
 
-def redact(url: str) -> str:
-    """The URL with its password replaced, safe to log."""
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+# Every place a password can hide in a connection string or in text that quotes one: the userinfo of a URL
+# (the password runs to the last "@" of the authority), a `password=` query parameter (also `sslpassword`),
+# and a key=value DSN's `password=` (bare, or single-quoted with backslash escapes).
+_URL_PASSWORD = re.compile(r"(?P<keep>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/?#@\s]*:)[^/?#\s]*(?=@)")
+_QUERY_PASSWORD = re.compile(r"(?i)(?P<keep>[?&][a-z_]*password=)[^&#\s]*")
+_KV_PASSWORD = re.compile(r"(?i)(?P<keep>(?<![?&\w])[a-z_]*password\s*=\s*)(?:'(?:[^'\\]|\\.)*'?|[^\s']\S*)")
+
+
+def redact(text: str) -> str:
+    """`text` (a URL, a key=value DSN, or a message quoting one) with every password replaced: safe to log."""
+    for pattern in (_URL_PASSWORD, _QUERY_PASSWORD, _KV_PASSWORD):
+        text = pattern.sub(r"\g<keep>***", text)
+    return text
 
 
 class Settings(BaseSettings):
@@ -117,8 +133,15 @@ class Settings(BaseSettings):
 
     # doctor thresholds: beyond them `profilesync doctor` reports a problem
     doctor_min_workers: int = Field(default=1, ge=0, description="workers that must be alive")
+    doctor_min_publishers: int = Field(default=1, ge=0, description="publishers that must be alive")
     doctor_max_failed_jobs: int = Field(default=0, ge=0, description="failed jobs / events tolerated")
     doctor_max_backlog_age: float = Field(default=60.0, gt=0, description="seconds the oldest event may wait")
+    doctor_max_snapshot_age: float = Field(
+        default=300.0,
+        gt=0,
+        description="seconds a transaction may hold a snapshot before doctor warns (it makes polling scan "
+        "dead outbox rows)",
+    )
 
     # the private servers of `profilesync demo`, the tests and the benchmark (profilesync.devkit.discovery)
     postgres_bin: str | None = Field(
@@ -142,17 +165,45 @@ class Settings(BaseSettings):
     )
 
     # logging
-    log_level: str = "INFO"
+    log_level: str = Field(default="INFO", description=f"one of {', '.join(LOG_LEVELS)}")
     log_format: Literal["auto", "json", "console"] = "auto"
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_log_level(cls, value: str) -> str:
+        if value.upper() not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+        return value.upper()
+
+    @field_validator("database_url", "listen_database_url")
+    @classmethod
+    def _postgres_dsn(cls, value: str | None) -> str | None:
+        # The message never quotes the value or libpq's parse error (which quotes fragments of it).
+        if value is None:
+            return value
+        if _POOLER_FLAG.search(value):
+            raise ValueError("drop pgbouncer=true (a Prisma flag that libpq rejects)")
+        try:
+            conninfo_to_dict(value)
+        except psycopg.ProgrammingError:
+            raise ValueError("not a PostgreSQL URL or key=value connection string") from None
+        return value
 
     @field_validator("listen_database_url")
     @classmethod
     def _listen_url_is_direct(cls, value: str | None) -> str | None:
         if value is not None and is_transaction_pooler(value):
             raise ValueError(
-                "LISTEN_DATABASE_URL points at a transaction pooler (port 6543 / pgbouncer); LISTEN needs a "
-                "direct (port 5432) or session-mode connection"
+                "a transaction pooler (port 6543) cannot LISTEN: use the direct connection (port 5432) or "
+                "the session pooler"
             )
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
         return value
 
     @model_validator(mode="after")
@@ -168,3 +219,27 @@ class Settings(BaseSettings):
     def listen_url(self) -> str:
         """The URL the publisher LISTENs on: LISTEN_DATABASE_URL, else DATABASE_URL."""
         return self.listen_database_url or self.database_url
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets a Settings field (its first alias, else PROFILESYNC_<FIELD>).
+
+    pydantic reports a field read through an alias by that alias, which is already the variable's name."""
+    info = Settings.model_fields.get(field)
+    if info is None:
+        return field
+    alias = info.validation_alias
+    if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
+        return alias.choices[0]
+    return f"{Settings.model_config.get('env_prefix', '')}{field}".upper()
+
+
+def describe_settings_error(exc: ValidationError) -> str:
+    """One line naming each bad environment variable and what is wrong with it, never the value itself
+    (it may be a URL with a password): pydantic's own text names the field and echoes the input."""
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False):
+        field = str(error["loc"][0]) if error["loc"] else ""
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{env_name(field)}: {message}" if field else message)
+    return "; ".join(problems)

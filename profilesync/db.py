@@ -10,7 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from profilesync.config import Settings, is_transaction_pooler
+from profilesync.config import Settings, is_transaction_pooler, redact
 from profilesync.errors import InsufficientPrivilegeError
 
 # Detect a dead peer (NAT drop, failover) in about a minute instead of the kernel's two hours.
@@ -66,14 +66,18 @@ def connect(
     if timeouts is not None and not is_transaction_pooler(url):
         given = conninfo_to_dict(url).get("options")
         extra["options"] = f"{given} {timeouts.options()}" if given else timeouts.options()
-    return psycopg.connect(
-        url,
-        autocommit=autocommit,
-        application_name=application_name,
-        connect_timeout=10,
-        **KEEPALIVES,
-        **extra,
-    )
+    try:
+        return psycopg.connect(
+            url,
+            autocommit=autocommit,
+            application_name=application_name,
+            connect_timeout=10,
+            **KEEPALIVES,
+            **extra,
+        )
+    except psycopg.Error as exc:
+        exc.add_note(redact(url))  # which database: `profilesync.explain` names it (and its variable)
+        raise
 
 
 def with_dbname(url: str, dbname: str) -> str:

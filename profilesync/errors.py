@@ -22,3 +22,7 @@ class MigrationError(ProfileSyncError):
 
 class InsufficientPrivilegeError(ProfileSyncError):
     """The database role lacks a privilege (SQLSTATE 42501): run as the documented role or grant it."""
+
+
+class SchemaMissingError(ProfileSyncError):
+    """schema profile_sync missing: run profilesync migrate."""

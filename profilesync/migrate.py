@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 
-from profilesync.errors import MigrationError
+from profilesync.errors import MigrationError, SchemaMissingError
 from profilesync.logs import get_logger
 
 SQL_PACKAGE = "profilesync.sql"
@@ -118,3 +118,18 @@ def migrate(conn: psycopg.Connection[Any], *, dev_auth_stub: bool = False) -> li
         return names
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+
+
+def require_schema(conn: psycopg.Connection[Any]) -> None:
+    """Raise SchemaMissingError unless the outbox exists: a process started before `migrate` stops at once
+    with that one line instead of failing every statement (a publisher would reconnect forever). Reads the
+    catalog, which every role may; then touches the outbox, so a role without any privilege on it fails
+    here too, with its own InsufficientPrivilege (every profilesync role may read some of its columns)."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c"
+        " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = 'profile_sync' AND c.relname = 'signup_events')"
+    ).fetchone()
+    if not row or not row[0]:
+        raise SchemaMissingError()
+    conn.execute("SELECT 1 FROM profile_sync.signup_events LIMIT 0")

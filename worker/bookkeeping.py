@@ -5,7 +5,8 @@ separate commands and runs three times per job (around the dequeue and after the
 as "idle" twice. Mixed in before RQ's worker class, this sends each heartbeat as one pipeline, skips those
 that would not move the worker key's expiry (one was sent less than a second ago with at least that TTL), and
 skips writing a state the worker already has. What `rq info`, rq-dashboard and `rq requeue` read (the worker
-and job hashes, the registries, the queue) is written exactly as before.
+and job hashes, the registries, the queue) is written exactly as before. A heartbeat's round trip also checks
+that the worker is still registered, and registers it again when Redis lost it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,11 @@ import time
 from typing import Any
 
 from redis.client import Pipeline
+from rq import worker_registration
+
+from profilesync.logs import get_logger
+
+log = get_logger(__name__)
 
 # A heartbeat is skipped when the previous one, sent less than this many seconds ago, keeps the worker key
 # alive at least as long as this one would, minus this margin.
@@ -34,9 +40,22 @@ class FewerRoundTrips:
             return
         else:
             with self.connection.pipeline(transaction=False) as pipe:  # type: ignore[attr-defined]
+                pipe.exists(self.key)  # type: ignore[attr-defined]
                 super().heartbeat(ttl, pipeline=pipe)  # type: ignore[misc]
-                pipe.execute()
+                registered = pipe.execute()[0]
+            if not registered:
+                self._register_again(ttl)
         self._alive_until = now + ttl
+
+    def _register_again(self, ttl: int) -> None:
+        """Redis lost the worker's key (a restart without persistence, a FLUSHALL): RQ's heartbeat alone only
+        recreates its heartbeat field, so `rq info` and doctor would count a working worker as dead."""
+        with self.connection.pipeline() as pipe:  # type: ignore[attr-defined]
+            pipe.hset(self.key, mapping=self.serialize())  # type: ignore[attr-defined]
+            worker_registration.register(self, pipe)  # type: ignore[arg-type]
+            pipe.expire(self.key, ttl)  # type: ignore[attr-defined]
+            pipe.execute()
+        log.warning("worker registered again: Redis had lost its registration", worker=self.name)  # type: ignore[attr-defined]
 
     def set_state(self, state: str, pipeline: Pipeline | None = None) -> Any:
         if pipeline is None and state == getattr(self, "_state", None):

@@ -17,6 +17,7 @@ from rq.registry import FailedJobRegistry
 
 from profilesync import db
 from profilesync.config import Settings, is_transaction_pooler, redact
+from profilesync.explain import explain, first_line
 from profilesync.migrate import pending
 from profilesync.ops import objects
 from profilesync.queueing import connect_redis, profiles_queue
@@ -37,8 +38,19 @@ CHECKS = (
     "backlog",
     "failed_events",
     "users_without_profiles",
+    "publishers",
+    "snapshots",
 )
-_DATABASE_CHECKS = ("migrations", "trigger", "objects", "backlog", "failed_events", "users_without_profiles")
+_DATABASE_CHECKS = (
+    "migrations",
+    "trigger",
+    "objects",
+    "backlog",
+    "failed_events",
+    "users_without_profiles",
+    "publishers",
+    "snapshots",
+)
 _REDIS_CHECKS = ("redis_policy", "workers", "failed_jobs")
 
 _TRIGGER = """
@@ -57,6 +69,38 @@ SELECT count(*),
 FROM auth.users u
 WHERE u.deleted_at IS NULL AND NOT EXISTS (SELECT 1 FROM public.user_profiles p WHERE p.id = u.id)
 """
+
+# Publishers register their LISTEN backend's pid; a row whose backend is gone is a dead publisher's leftover.
+# Events no publisher claimed for a while mean none is working, even if one is registered (wedged).
+_PUBLISHERS = """
+SELECT (SELECT count(*) FROM profile_sync.publishers p
+        WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a WHERE a.pid = p.backend_pid)),
+       (SELECT extract(epoch FROM now() - min(e.created_at))::float8 FROM profile_sync.signup_events e
+        WHERE e.enqueued_at IS NULL AND e.failed_at IS NULL)
+"""
+# The oldest snapshot held in this database (PostgreSQL 14+ keeps dead rows for backends of the same database
+# only): while it is held, no dead outbox row can be removed and every poll of the outbox scans them all.
+_OLDEST_SNAPSHOT = """
+SELECT a.pid, a.application_name, a.state,
+       extract(epoch FROM now() - coalesce(a.xact_start, a.query_start))::float8,
+       pg_catalog.age(a.backend_xmin)
+FROM pg_catalog.pg_stat_activity a
+WHERE a.backend_xmin IS NOT NULL AND a.datname = pg_catalog.current_database()
+  AND a.pid <> pg_catalog.pg_backend_pid()
+ORDER BY pg_catalog.age(a.backend_xmin) DESC
+LIMIT 1
+"""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The backend holding the oldest snapshot (backend_xmin) in the database."""
+
+    pid: int
+    application_name: str
+    state: str
+    seconds: float
+    xmin_age: int
 
 
 @dataclass
@@ -78,6 +122,9 @@ class Facts:
     failed_events: int | None = None
     users_without_profiles: int | None = None
     unrecorded_users: int | None = None  # without a profile and without an outbox event: need a backfill
+    live_publishers: int | None = None
+    oldest_unclaimed_age: float | None = None  # seconds the oldest event waits for a publisher to claim it
+    oldest_snapshot: Snapshot | None = None
 
 
 @dataclass(frozen=True)
@@ -85,11 +132,19 @@ class Thresholds:
     min_workers: int = 1
     max_failed: int = 0
     max_backlog_age: float = 60.0
+    safety_interval: float = 5.0  # a live publisher claims every event within one
+    max_snapshot_age: float = 300.0
+    min_publishers: int = 1
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Thresholds:
         return cls(
-            settings.doctor_min_workers, settings.doctor_max_failed_jobs, settings.doctor_max_backlog_age
+            settings.doctor_min_workers,
+            settings.doctor_max_failed_jobs,
+            settings.doctor_max_backlog_age,
+            settings.safety_interval,
+            settings.doctor_max_snapshot_age,
+            settings.doctor_min_publishers,
         )
 
 
@@ -197,6 +252,10 @@ def _evaluate_one(name: str, f: Facts, limits: Thresholds) -> Check | None:
                 f"{unrecorded} of {without} users without a profile have no signup event "
                 "(run profilesync backfill)",
             )
+        case "publishers":
+            return _publishers(f, limits)
+        case "snapshots":
+            return _snapshots(f, limits)
     raise ValueError(f"unknown check {name}")
 
 
@@ -205,6 +264,37 @@ def _evaluate_objects(missing: list[str]) -> Check:
         return Check("objects", "ok", "tables, functions, triggers and grants in place")
     shown = "; ".join(missing[:5]) + (f"; and {len(missing) - 5} more" if len(missing) > 5 else "")
     return Check("objects", "fail", f"missing: {shown} (run profilesync migrate, or restore them)")
+
+
+def _publishers(f: Facts, limits: Thresholds) -> Check:
+    alive = f.live_publishers or 0
+    age = f.oldest_unclaimed_age
+    if alive < limits.min_publishers:
+        if alive == 0:
+            return Check("publishers", "fail", "none alive: signups wait (start profilesync publisher)")
+        return Check("publishers", "fail", f"{alive} alive, expected at least {limits.min_publishers}")
+    if alive > 0 and age is not None and age > limits.safety_interval:
+        return Check(
+            "publishers",
+            "fail",
+            f"{alive} alive, but an event waits {age:.1f}s > {limits.safety_interval:g}s to be claimed "
+            "(publisher stuck or disconnected: see its log)",
+        )
+    return Check("publishers", "ok", f"{alive} alive")
+
+
+def _snapshots(f: Facts, limits: Thresholds) -> Check:
+    held = f.oldest_snapshot
+    if held is None or held.seconds <= limits.max_snapshot_age:
+        age = f", oldest {held.seconds:.0f}s" if held is not None else ""
+        return Check("snapshots", "ok", f"no snapshot older than {limits.max_snapshot_age:g}s{age}")
+    return Check(
+        "snapshots",
+        "warn",
+        f"pid {held.pid} ({held.application_name or 'no application_name'}, {held.state}) holds a snapshot "
+        f"for {held.seconds:.0f}s ({held.xmin_age:,} transactions old): dead outbox rows pile up and polling "
+        "slows down until that transaction ends",
+    )
 
 
 def healthy(checks: list[Check]) -> bool:
@@ -237,7 +327,8 @@ def _gather_database(settings: Settings, facts: Facts) -> None:
     try:
         conn = db.connect(settings.database_url, autocommit=True, application_name="profilesync-doctor")
     except psycopg.Error as exc:
-        facts.errors["database"] = f"unreachable: {_first_line(exc)}"
+        reason = redact(first_line(exc)).removeprefix("connection failed: ")
+        facts.errors["database"] = f"{redact(settings.database_url)} (DATABASE_URL) unreachable: {reason}"
         return
     with conn:
         for name, read in (
@@ -246,11 +337,13 @@ def _gather_database(settings: Settings, facts: Facts) -> None:
             ("objects", _read_objects),
             ("backlog", _read_backlog),
             ("users_without_profiles", _read_without_profiles),
+            ("publishers", _read_publishers),
+            ("snapshots", _read_oldest_snapshot),
         ):
             try:
                 read(conn, facts)
             except psycopg.Error as exc:
-                facts.errors[name] = f"cannot read: {_first_line(exc)}"
+                facts.errors[name] = f"cannot read: {explain(exc, settings)}"
         if "backlog" in facts.errors:
             facts.errors["failed_events"] = facts.errors["backlog"]
 
@@ -283,12 +376,25 @@ def _read_without_profiles(conn: psycopg.Connection[Any], facts: Facts) -> None:
     facts.unrecorded_users = int(row[1])
 
 
+def _read_publishers(conn: psycopg.Connection[Any], facts: Facts) -> None:
+    row = conn.execute(_PUBLISHERS).fetchone()
+    assert row is not None
+    facts.live_publishers = int(row[0])
+    facts.oldest_unclaimed_age = row[1]
+
+
+def _read_oldest_snapshot(conn: psycopg.Connection[Any], facts: Facts) -> None:
+    row = conn.execute(_OLDEST_SNAPSHOT).fetchone()
+    if row is not None and row[3] is not None:
+        facts.oldest_snapshot = Snapshot(int(row[0]), row[1] or "", row[2] or "", float(row[3]), int(row[4]))
+
+
 def _gather_redis(settings: Settings, facts: Facts) -> None:
     client = connect_redis(settings.redis_url)
     try:
         client.ping()
     except redis.RedisError as exc:
-        facts.errors["redis"] = f"unreachable: {_first_line(exc)}"
+        facts.errors["redis"] = f"{redact(settings.redis_url)} (REDIS_URL) unreachable: {first_line(exc)}"
         client.close()
         return
     try:
@@ -301,11 +407,6 @@ def _gather_redis(settings: Settings, facts: Facts) -> None:
         facts.workers = len(Worker.all(queue=queue))
         facts.failed_jobs = FailedJobRegistry(queue=queue).count
     except redis.RedisError as exc:
-        facts.errors["workers"] = facts.errors["failed_jobs"] = f"cannot read: {_first_line(exc)}"
+        facts.errors["workers"] = facts.errors["failed_jobs"] = f"cannot read: {first_line(exc)}"
     finally:
         client.close()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

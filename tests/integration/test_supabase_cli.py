@@ -62,6 +62,7 @@ def test_emitted_files_applied_with_psql_by_a_non_superuser_give_a_healthy_datab
         monkeypatch.setenv("DATABASE_URL", owner_url)
         monkeypatch.setenv("REDIS_URL", redis_url)
         monkeypatch.setenv("PROFILESYNC_DOCTOR_MIN_WORKERS", "0")
+        monkeypatch.setenv("PROFILESYNC_DOCTOR_MIN_PUBLISHERS", "0")
         monkeypatch.delenv("LISTEN_DATABASE_URL", raising=False)
         capsys.readouterr()
         code = cli.main(["doctor", "--json"])

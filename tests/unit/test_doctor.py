@@ -11,6 +11,7 @@ from profilesync.ops.doctor import (
     CHECKS,
     Check,
     Facts,
+    Snapshot,
     Thresholds,
     evaluate,
     format_json,
@@ -35,6 +36,9 @@ def healthy_facts(**changes: object) -> Facts:
         failed_events=0,
         users_without_profiles=3,
         unrecorded_users=0,
+        live_publishers=1,
+        oldest_unclaimed_age=0.2,
+        oldest_snapshot=Snapshot(4242, "psql", "active", 2.0, 12),
     )
     for name, value in changes.items():
         setattr(facts, name, value)
@@ -105,6 +109,9 @@ def test_a_healthy_system_passes_every_check() -> None:
             "users_without_profiles",
             "2 of 3 users without a profile have no signup event",
         ),
+        ({"live_publishers": 0}, "publishers", "none alive: signups wait (start profilesync publisher)"),
+        ({"live_publishers": None}, "publishers", "none alive"),
+        ({"oldest_unclaimed_age": 5.5}, "publishers", "1 alive, but an event waits 5.5s > 5s to be claimed"),
     ],
 )
 def test_each_problem_fails_its_check_only(changes: dict[str, object], check: str, detail: str) -> None:
@@ -123,7 +130,9 @@ def test_thresholds_come_from_settings() -> None:
     limits = Thresholds.from_settings(
         Settings(doctor_min_workers=0, doctor_max_failed_jobs=5, doctor_max_backlog_age=600)
     )
-    assert limits == Thresholds(min_workers=0, max_failed=5, max_backlog_age=600)
+    assert limits == Thresholds(
+        min_workers=0, max_failed=5, max_backlog_age=600, safety_interval=5.0, max_snapshot_age=300.0
+    )
     checks = evaluate(
         healthy_facts(workers=0, failed_jobs=5, failed_events=5, oldest_event_age=599.0), limits
     )
@@ -138,6 +147,17 @@ def test_an_unreadable_redis_policy_is_a_warning_not_a_failure() -> None:
     assert format_table(checks).endswith("\nhealthy")
 
 
+def test_a_snapshot_held_too_long_is_a_warning_naming_its_backend() -> None:
+    held = Snapshot(4242, "report-job", "idle in transaction", 301.0, 64_000)
+    checks = evaluate(healthy_facts(oldest_snapshot=held), LIMITS)
+    snapshot = by_name(checks)["snapshots"]
+    assert snapshot.status == "warn"
+    assert snapshot.detail.startswith("pid 4242 (report-job, idle in transaction) holds a snapshot for 301s")
+    assert "64,000 transactions old" in snapshot.detail
+    assert healthy(checks)
+    assert by_name(evaluate(healthy_facts(oldest_snapshot=None), LIMITS))["snapshots"].status == "ok"
+
+
 def test_unreachable_servers_fail_their_checks_and_the_checks_that_depend_on_them() -> None:
     facts = Facts(
         listen_url="postgresql://localhost:5432/postgres",
@@ -146,7 +166,15 @@ def test_unreachable_servers_fail_their_checks_and_the_checks_that_depend_on_the
     checks = by_name(evaluate(facts, LIMITS))
     assert checks["database"] == Check("database", "fail", "unreachable: connection refused")
     assert checks["redis"] == Check("redis", "fail", "unreachable: timeout")
-    for name in ("migrations", "trigger", "backlog", "failed_events", "users_without_profiles"):
+    for name in (
+        "migrations",
+        "trigger",
+        "backlog",
+        "failed_events",
+        "users_without_profiles",
+        "publishers",
+        "snapshots",
+    ):
         assert checks[name].detail == "not checked: database unreachable"
     for name in ("redis_policy", "workers", "failed_jobs"):
         assert checks[name].detail == "not checked: Redis unreachable"
@@ -170,3 +198,11 @@ def test_table_and_json_output() -> None:
     assert data["healthy"] is False
     assert data["checks"][0] == {"name": "database", "status": "ok", "detail": "reachable"}
     assert len(data["checks"]) == len(CHECKS)
+
+
+def test_publishers_may_be_optional() -> None:
+    optional = Thresholds(min_publishers=0)
+    checks = by_name(evaluate(healthy_facts(live_publishers=0, oldest_unclaimed_age=99.0), optional))
+    assert checks["publishers"] == Check("publishers", "ok", "0 alive")
+    two = by_name(evaluate(healthy_facts(), Thresholds(min_publishers=2)))["publishers"]
+    assert two == Check("publishers", "fail", "1 alive, expected at least 2")
