@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import uuid
@@ -126,6 +127,18 @@ def gotrue_signup(conn: psycopg.Connection[Any], kind: str = "email", **changes:
             }
             gotrue_update(conn, simulated.id, raw_user_meta_data={**simulated.user_meta, **identity})
     return simulated.id
+
+
+def process_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment of a real `profilesync` child process (devkit.children) on the test's servers."""
+    return {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "PROFILESYNC_SAFETY_INTERVAL": "0.5",
+        "PROFILESYNC_LOG_FORMAT": "json",
+        **extra,
+    }
 
 
 def bulk_signup(conn: psycopg.Connection[Any], count: int) -> None:

@@ -6,7 +6,6 @@ Every client statement runs as PostgREST runs it: one transaction, transaction-l
 
 from __future__ import annotations
 
-import os
 import threading
 import uuid
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ from psycopg_pool import ConnectionPool
 from profilesync.config import Settings
 from profilesync.devkit.children import Children
 from profilesync.devkit.signups import KINDS
-from tests.harness import act_as, count, signup, wait_for
+from tests.harness import act_as, count, process_env, signup, wait_for
 
 Conn = psycopg.Connection[Any]
 
@@ -61,13 +60,7 @@ def pipeline(settings: Settings, tmp_path: Path, running: bool) -> Iterator[None
     if not running:
         yield
         return
-    env = {
-        **os.environ,
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": settings.redis_url,
-        "PROFILESYNC_SAFETY_INTERVAL": "0.5",
-        "PROFILESYNC_LOG_FORMAT": "json",
-    }
+    env = process_env(settings)
     children = Children(env, tmp_path)
     children.start("publisher", "publisher")
     children.start("worker", "worker")

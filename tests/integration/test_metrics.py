@@ -13,7 +13,7 @@ from profilesync.config import Settings
 from profilesync.devkit.children import Children
 from profilesync.devkit.embedded import free_port
 from publisher.gauges import STATEMENT_TIMEOUT_MS, OutboxGauges
-from tests.harness import bulk_signup, count, signup, wait_for
+from tests.harness import bulk_signup, count, process_env, signup, wait_for
 from tests.scrape import get, sample
 
 BURST = 40
@@ -22,13 +22,7 @@ BURST = 40
 def test_metrics_count_a_burst_of_signups_and_healthz_is_ok(
     conn: psycopg.Connection[Any], settings: Settings, tmp_path: Path
 ) -> None:
-    env = {
-        **os.environ,
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": settings.redis_url,
-        "PROFILESYNC_SAFETY_INTERVAL": "0.5",
-        "PROFILESYNC_LOG_FORMAT": "json",
-    }
+    env = process_env(settings)
     publisher, worker = free_port(), free_port()
     children = Children(env, tmp_path)
     children.start("publisher", "publisher", env={"PROFILESYNC_METRICS_PORT": str(publisher)})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -10,19 +9,13 @@ import psycopg
 
 from profilesync.config import Settings
 from profilesync.devkit.children import Children
-from tests.harness import count, signup, wait_for
+from tests.harness import count, process_env, signup, wait_for
 
 
 def test_publisher_and_worker_processes_create_profiles_and_stop_on_sigterm(
     conn: psycopg.Connection[Any], settings: Settings, tmp_path: Path
 ) -> None:
-    env = {
-        **os.environ,
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": settings.redis_url,
-        "PROFILESYNC_SAFETY_INTERVAL": "0.5",
-        "PROFILESYNC_LOG_FORMAT": "json",
-    }
+    env = process_env(settings)
     children = Children(env, tmp_path)
     children.start("publisher", "publisher")
     children.start("worker", "worker")

@@ -17,23 +17,12 @@ from profilesync.config import Settings
 from profilesync.devkit.children import Children
 from profilesync.devkit.embedded import free_port
 from profilesync.queueing import CREATE_PROFILES, profiles_queue
-from tests.harness import bulk_signup, count, signup, wait_for
+from tests.harness import bulk_signup, count, process_env, signup, wait_for
 from tests.scrape import get, sample
 from tests.servers import DatabaseFactory
 
 RQ = os.path.join(os.path.dirname(sys.executable), "rq")
 PROFILES = "SELECT count(*) FROM public.user_profiles"
-
-
-def _env(settings: Settings, **extra: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": settings.redis_url,
-        "PROFILESYNC_SAFETY_INTERVAL": "0.5",
-        "PROFILESYNC_LOG_FORMAT": "json",
-        **extra,
-    }
 
 
 def _pid_alive(pid: int) -> bool:
@@ -51,7 +40,7 @@ def test_plain_rq_worker_command_line_creates_a_profile(
     profiles_queue(redis_conn).enqueue(CREATE_PROFILES, args=([str(user)],))
     argv = [RQ, "worker", "-u", settings.redis_url, "-S", "rq.serializers.JSONSerializer"]
     argv += ["-w", "worker.main.ProfileSyncWorker", "--with-scheduler", "--burst", "profiles"]  # as in README
-    done = subprocess.run(argv, env=_env(settings), capture_output=True, text=True, timeout=120)
+    done = subprocess.run(argv, env=process_env(settings), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert count(conn, PROFILES + " WHERE id = %s", (user,)) == 1, done.stderr[-3000:]
     assert count(conn, "SELECT count(*) FROM profile_sync.signup_events") == 0
@@ -61,7 +50,7 @@ def test_worker_processes_share_a_burst_and_all_stop_on_sigterm(
     conn: psycopg.Connection[Any], settings: Settings, redis_conn: redis.Redis, tmp_path: Path
 ) -> None:
     port = free_port()
-    children = Children(_env(settings, PROFILESYNC_JOB_BATCH_SIZE="10"), tmp_path)
+    children = Children(process_env(settings, PROFILESYNC_JOB_BATCH_SIZE="10"), tmp_path)
     children.start("publisher", "publisher")
     children.start("pool", "worker", "--processes", "2", env={"PROFILESYNC_METRICS_PORT": str(port)})
     try:
@@ -69,7 +58,7 @@ def test_worker_processes_share_a_burst_and_all_stop_on_sigterm(
         assert wait_for(lambda: len(Worker.all(queue=queue)) == 2), children.logs()[-3000:]
         info = subprocess.run(
             [RQ, "info", "-u", settings.redis_url],
-            env=_env(settings),
+            env=process_env(settings),
             capture_output=True,
             text=True,
             timeout=60,
@@ -100,9 +89,9 @@ def test_projects_with_their_own_queue_share_one_redis_db_without_taking_each_ot
             psycopg.connect(settings.database_url, autocommit=True) as a,
             psycopg.connect(other_url, autocommit=True) as b,
         ):
-            alpha = Children(_env(settings, PROFILESYNC_QUEUE="alpha"), tmp_path / "alpha")
+            alpha = Children(process_env(settings, PROFILESYNC_QUEUE="alpha"), tmp_path / "alpha")
             beta = Children(
-                _env(settings, PROFILESYNC_QUEUE="beta", DATABASE_URL=other_url), tmp_path / "beta"
+                process_env(settings, PROFILESYNC_QUEUE="beta", DATABASE_URL=other_url), tmp_path / "beta"
             )
             for children in (alpha, beta):
                 Path(children.logdir).mkdir()
