@@ -37,12 +37,24 @@ def as_role(url: str, role: str, password: str | None = None) -> str:
 
 
 def ensure_owner(admin: psycopg.Connection[Any]) -> None:
-    """Create OWNER unless it exists (roles are cluster-wide: another run may have made it, concurrently)."""
+    """Create OWNER unless it exists (roles are cluster-wide: another run may have made it, concurrently), and
+    Supabase's platform roles as the platform has them before a project's first migration: `service_role`
+    with BYPASSRLS, which only a superuser may grant, so the non-superuser OWNER could not create it."""
     admin.execute(
         f"""
-        DO $$ BEGIN
-          CREATE ROLE {OWNER} LOGIN NOSUPERUSER CREATEROLE;
-        EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+        DO $$
+        DECLARE
+          r text;
+        BEGIN
+          FOREACH r IN ARRAY ARRAY['{OWNER}', 'anon', 'authenticated', 'service_role', 'supabase_auth_admin']
+          LOOP
+            BEGIN
+              EXECUTE format('CREATE ROLE %I NOLOGIN', r);
+            EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+            END;
+          END LOOP;
+          ALTER ROLE {OWNER} LOGIN NOSUPERUSER CREATEROLE;
+          ALTER ROLE service_role BYPASSRLS;
         END $$
         """
     )

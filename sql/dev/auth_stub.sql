@@ -10,8 +10,14 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r) THEN
       BEGIN
         -- service_role bypasses row level security on Supabase (BYPASSRLS); the others do not
-        EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN%s', r,
-                                  CASE WHEN r = 'service_role' THEN ' BYPASSRLS' ELSE '' END);
+        BEGIN
+          EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN%s', r,
+                                    CASE WHEN r = 'service_role' THEN ' BYPASSRLS' ELSE '' END);
+        EXCEPTION WHEN insufficient_privilege THEN
+          -- only a superuser may grant BYPASSRLS; a CREATEROLE owner gets the role without it
+          EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN', r);
+          RAISE NOTICE 'auth stub: role % created without BYPASSRLS (only a superuser may grant it)', r;
+        END;
       EXCEPTION WHEN duplicate_object OR unique_violation THEN
         NULL;  -- another session created it concurrently
       END;

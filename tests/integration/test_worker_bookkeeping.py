@@ -9,9 +9,14 @@ from rq.serializers import JSONSerializer
 from rq.worker import SimpleWorker
 
 from bench.counting import counting_redis
+from worker.bookkeeping import FewerRoundTrips
 from worker.main import ProfileSyncWorker
 
 JOBS = 30
+
+
+class Bookkept(FewerRoundTrips, SimpleWorker):
+    """ProfileSyncWorker's RQ bookkeeping without its allow-list, so that database-free jobs may run."""
 
 
 def _trips_per_job(worker_class: type[SimpleWorker], redis_url: str) -> tuple[float, SimpleWorker]:
@@ -27,7 +32,7 @@ def _trips_per_job(worker_class: type[SimpleWorker], redis_url: str) -> tuple[fl
 
 def test_the_worker_spends_about_half_the_round_trips_per_job_of_rqs_own(redis_url: str) -> None:
     plain, _ = _trips_per_job(SimpleWorker, redis_url)
-    ours, worker = _trips_per_job(ProfileSyncWorker, redis_url)
+    ours, worker = _trips_per_job(Bookkept, redis_url)
     assert plain >= 18  # RQ 3's SimpleWorker: about 20
     assert ours <= 12, (ours, plain)
     client = redis.Redis.from_url(redis_url)
