@@ -40,7 +40,7 @@ def _database(exc: psycopg.Error, settings: Settings) -> str:
         return f"{first_line(exc)} at {url} ({variable}): is it your Supabase database?"
     if isinstance(exc, pg_errors.InsufficientPrivilege):
         return (
-            f"role {_role(url)} lacks a privilege at {url} ({variable}): {first_line(exc)} "
+            f"role {_role(url)} lacks a privilege (SQLSTATE 42501) at {url} ({variable}): {first_line(exc)} "
             "(run profilesync migrate as the owner; see the README's database roles)"
         )
     if isinstance(exc, psycopg.OperationalError):

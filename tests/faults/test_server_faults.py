@@ -78,5 +78,6 @@ def test_terminated_listen_connection_is_reopened_and_relistened(target: Target)
     assert wait_for(lambda: target.count(LISTENERS) == 1)
     assert target.count(LISTEN_PID) != old_pid
     # The publisher registers its LISTEN backend only after LISTEN succeeded: twice, once per session.
-    assert target.procs.log("publisher").count('"publisher listening"') == 2
+    # (its log line follows the registration: wait for it rather than read the log at once)
+    assert wait_for(lambda: target.procs.log("publisher").count('"publisher listening"') == 2)
     finish(target, Row("LISTEN backend terminated mid-burst", 2000, "pg_terminate_backend", state, recovery))

@@ -62,8 +62,9 @@ def _noted(exc: psycopg.Error, url: str) -> psycopg.Error:
         ),
         (
             pg_errors.InsufficientPrivilege("permission denied for schema profile_sync"),
-            'role "app" lacks a privilege at postgresql://app:***@db.example.com:5432/postgres '
-            "(DATABASE_URL): permission denied for schema profile_sync",
+            'role "app" lacks a privilege (SQLSTATE 42501) at '
+            "postgresql://app:***@db.example.com:5432/postgres (DATABASE_URL): permission denied for schema "
+            "profile_sync",
         ),
         (
             redis.ConnectionError("Error 111 connecting to cache:6379. Connection refused."),
