@@ -17,7 +17,7 @@ from bench.servers import Servers
 
 _USERS = """
 INSERT INTO auth.users (id, aud, role, email, raw_user_meta_data, created_at)
-SELECT gen_random_uuid(), 'authenticated', 'authenticated', 'sweep' || g || '@bench.example', '{}', now()
+SELECT gen_random_uuid(), 'authenticated', 'authenticated', %s || g || '@bench.example', '{}', now()
 FROM generate_series(1, %s) g
 """
 _PROFILES = "INSERT INTO public.user_profiles (id, email) SELECT id, email FROM auth.users"
@@ -30,9 +30,9 @@ def measure(servers: Servers, users: int) -> dict[str, Any]:
     url = servers.database("m7")
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("ALTER TABLE auth.users DISABLE TRIGGER profile_sync_on_auth_user_created")
-        conn.execute(_USERS, (users,))
+        conn.execute(_USERS, ("sweep", users))
         conn.execute(_PROFILES)
-        conn.execute(_USERS, (_UNRECORDED,))  # neither profile nor event: what the sweep is for
+        conn.execute(_USERS, ("unrecorded", _UNRECORDED))  # neither profile nor event: what the sweep is for
         conn.execute("ALTER TABLE auth.users ENABLE TRIGGER profile_sync_on_auth_user_created")
         conn.execute("VACUUM ANALYZE auth.users")
         conn.execute("VACUUM ANALYZE public.user_profiles")
