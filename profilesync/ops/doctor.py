@@ -38,6 +38,7 @@ CHECKS = (
     "backlog",
     "failed_events",
     "users_without_profiles",
+    "deleted_users_data",
     "publishers",
     "snapshots",
 )
@@ -48,6 +49,7 @@ _DATABASE_CHECKS = (
     "backlog",
     "failed_events",
     "users_without_profiles",
+    "deleted_users_data",
     "publishers",
     "snapshots",
 )
@@ -68,6 +70,16 @@ SELECT count(*),
        count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM profile_sync.signup_events e WHERE e.user_id = u.id))
 FROM auth.users u
 WHERE u.deleted_at IS NULL AND NOT EXISTS (SELECT 1 FROM public.user_profiles p WHERE p.id = u.id)
+"""
+# Profiles of soft-deleted users that still hold personal data, and how many of them no pending event will
+# scrub (a failed event is not pending: `failed_events` reports it).
+_DELETED_USERS_DATA = """
+SELECT count(*),
+       count(*) FILTER (WHERE NOT EXISTS (
+         SELECT 1 FROM profile_sync.signup_events e WHERE e.user_id = u.id AND e.failed_at IS NULL))
+FROM auth.users u JOIN public.user_profiles p ON p.id = u.id
+WHERE u.deleted_at IS NOT NULL
+  AND (p.email IS NOT NULL OR p.full_name IS NOT NULL OR p.avatar_url IS NOT NULL)
 """
 
 # Publishers register their LISTEN backend's pid; a row whose backend is gone is a dead publisher's leftover.
@@ -122,6 +134,8 @@ class Facts:
     failed_events: int | None = None
     users_without_profiles: int | None = None
     unrecorded_users: int | None = None  # without a profile and without an outbox event: need a backfill
+    deleted_users_data: int | None = None  # profiles of soft-deleted users still holding personal data
+    deleted_users_unscrubbed: int | None = None  # of those, without a pending event: no scrub will come
     live_publishers: int | None = None
     oldest_unclaimed_age: float | None = None  # seconds the oldest event waits for a publisher to claim it
     oldest_snapshot: Snapshot | None = None
@@ -252,6 +266,8 @@ def _evaluate_one(name: str, f: Facts, limits: Thresholds) -> Check | None:
                 f"{unrecorded} of {without} users without a profile have no signup event "
                 "(run profilesync backfill)",
             )
+        case "deleted_users_data":
+            return _deleted_users_data(f)
         case "publishers":
             return _publishers(f, limits)
         case "snapshots":
@@ -264,6 +280,20 @@ def _evaluate_objects(missing: list[str]) -> Check:
         return Check("objects", "ok", "tables, functions, triggers and grants in place")
     shown = "; ".join(missing[:5]) + (f"; and {len(missing) - 5} more" if len(missing) > 5 else "")
     return Check("objects", "fail", f"missing: {shown} (run profilesync migrate, or restore them)")
+
+
+def _deleted_users_data(f: Facts) -> Check:
+    holding, stuck = f.deleted_users_data or 0, f.deleted_users_unscrubbed or 0
+    if stuck:
+        return Check(
+            "deleted_users_data",
+            "fail",
+            f"{stuck} profile(s) of soft-deleted users still hold personal data and no scrub is pending (run "
+            "profilesync backfill; the publisher's sweeper also records them, PROFILESYNC_SWEEP_LIMIT users "
+            "every PROFILESYNC_SWEEP_INTERVAL)",
+        )
+    detail = f"{holding} being scrubbed" if holding else "no soft-deleted user's profile holds personal data"
+    return Check("deleted_users_data", "ok", detail)
 
 
 def _publishers(f: Facts, limits: Thresholds) -> Check:
@@ -337,6 +367,7 @@ def _gather_database(settings: Settings, facts: Facts) -> None:
             ("objects", _read_objects),
             ("backlog", _read_backlog),
             ("users_without_profiles", _read_without_profiles),
+            ("deleted_users_data", _read_deleted_users_data),
             ("publishers", _read_publishers),
             ("snapshots", _read_oldest_snapshot),
         ):
@@ -374,6 +405,13 @@ def _read_without_profiles(conn: psycopg.Connection[Any], facts: Facts) -> None:
     assert row is not None
     facts.users_without_profiles = int(row[0])
     facts.unrecorded_users = int(row[1])
+
+
+def _read_deleted_users_data(conn: psycopg.Connection[Any], facts: Facts) -> None:
+    row = conn.execute(_DELETED_USERS_DATA).fetchone()
+    assert row is not None
+    facts.deleted_users_data = int(row[0])
+    facts.deleted_users_unscrubbed = int(row[1])
 
 
 def _read_publishers(conn: psycopg.Connection[Any], facts: Facts) -> None:
