@@ -80,8 +80,9 @@ def check_start(settings: Settings, *, listen: bool) -> None:
 
 def cmd_publisher(args: argparse.Namespace, settings: Settings) -> int:
     from profilesync import metrics
-    from profilesync.publisher.gauges import OutboxGauges
+    from profilesync.publisher.gauges import DatabaseGauges, FailedJobsGauge
     from profilesync.publisher.service import Publisher
+    from profilesync.queueing import connect_redis
 
     stop = threading.Event()
     publisher = Publisher(settings, stop)  # refuses a transaction pooler before connecting anywhere
@@ -90,8 +91,12 @@ def cmd_publisher(args: argparse.Namespace, settings: Settings) -> int:
     logs.get_logger("profilesync").info(
         "publisher starting", database=redact(settings.database_url), listen=redact(settings.listen_url)
     )
-    gauges = OutboxGauges(settings.database_url)
-    metrics.serve(settings, metrics.registry([metrics.EVENTS_ENQUEUED, gauges]), publisher.health)
+    gauges = [
+        DatabaseGauges(settings.database_url),
+        FailedJobsGauge(connect_redis(settings.redis_url), settings.queue),
+    ]
+    publisher_metrics = [metrics.EVENTS_ENQUEUED, metrics.SWEEPER_RECORDED, *gauges]
+    metrics.serve(settings, metrics.registry(publisher_metrics), publisher.health)
     publisher.run()
     return 0
 
