@@ -80,9 +80,8 @@ def check_start(settings: Settings, *, listen: bool) -> None:
 
 def cmd_publisher(args: argparse.Namespace, settings: Settings) -> int:
     from profilesync import metrics
-    from profilesync.publisher.gauges import DatabaseGauges, FailedJobsGauge
+    from profilesync.publisher.gauges import publisher_metrics
     from profilesync.publisher.service import Publisher
-    from profilesync.queueing import connect_redis
 
     stop = threading.Event()
     publisher = Publisher(settings, stop)  # refuses a transaction pooler before connecting anywhere
@@ -91,12 +90,7 @@ def cmd_publisher(args: argparse.Namespace, settings: Settings) -> int:
     logs.get_logger("profilesync").info(
         "publisher starting", database=redact(settings.database_url), listen=redact(settings.listen_url)
     )
-    gauges = [
-        DatabaseGauges(settings.database_url),
-        FailedJobsGauge(connect_redis(settings.redis_url), settings.queue),
-    ]
-    publisher_metrics = [metrics.EVENTS_ENQUEUED, metrics.SWEEPER_RECORDED, *gauges]
-    metrics.serve(settings, metrics.registry(publisher_metrics), publisher.health)
+    metrics.serve(settings, metrics.registry(publisher_metrics(settings)), publisher.health)
     publisher.run()
     return 0
 

@@ -37,6 +37,11 @@ PROFILES_CREATED = Counter("profilesync_profiles_created", "Profiles this worker
 JOBS_FAILED = Counter(
     "profilesync_jobs_failed", "Job executions that raised (a retried job counts each time)", registry=None
 )
+DROPPED_VALUES = Counter(
+    "profilesync_dropped_values",
+    "Mapped values the profile table's constraints rejected: stored as NULL, the profile created anyway",
+    registry=None,
+)
 SWEEPER_RECORDED = Counter(
     "profilesync_sweeper_recorded",
     "Users the sweeper found with neither profile nor signup event (their signup trigger missing or gave up)",

@@ -21,8 +21,10 @@ from prometheus_client.registry import Collector
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
-from profilesync import db
+from profilesync import db, metrics
+from profilesync.config import Settings
 from profilesync.logs import get_logger
+from profilesync.queueing import connect_redis
 
 # Users without a profile (doctor's count) scans auth.users against the profile table: once a minute at most.
 _PROFILE_GAP = "SELECT without_profile, unrecorded FROM profile_sync.profile_gap()"
@@ -137,6 +139,16 @@ class FailedJobsGauge(Collector):
             log.warning("cannot read the failed jobs gauge", error=str(exc))
             return
         yield GaugeMetricFamily(FAILED_JOBS[0], FAILED_JOBS[1], failed)
+
+
+def publisher_metrics(settings: Settings) -> list[Collector]:
+    """What a publisher's /metrics serves (and what the shipped alerts and dashboard may read)."""
+    return [
+        metrics.EVENTS_ENQUEUED,
+        metrics.SWEEPER_RECORDED,
+        DatabaseGauges(settings.database_url),
+        FailedJobsGauge(connect_redis(settings.redis_url), settings.queue),
+    ]
 
 
 FAILED_JOBS = ("profilesync_failed_jobs", "Jobs in the queue's failed registry (profilesync failed; replay)")
