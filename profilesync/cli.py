@@ -167,9 +167,8 @@ def _wait_for_profiles(conn: Any, recorded: int, timeout: float) -> bool:
 def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
     from profilesync.ops import doctor
 
-    checks = doctor.evaluate(doctor.gather(settings), doctor.Thresholds.from_settings(settings))
-    if args.only:
-        checks = [c for c in checks if c.name in args.only]
+    facts = doctor.gather(settings, args.only)
+    checks = doctor.evaluate(facts, doctor.Thresholds.from_settings(settings), args.only)
     print(doctor.format_json(checks) if args.json else doctor.format_table(checks))
     return 0 if doctor.healthy(checks) else 1
 
@@ -403,10 +402,15 @@ def build_parser() -> argparse.ArgumentParser:
         "doctor_max_failed_jobs",
         "doctor_max_backlog_age",
         "doctor_max_snapshot_age",
+        "doctor_timeout",
+        "lock_timeout",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument(
-        "--only", type=_check_names, metavar="CHECK,…", help="comma-separated checks (all if omitted)"
+        "--only",
+        type=_check_names,
+        metavar="CHECK,…",
+        help="run only these checks, comma-separated (all if omitted)",
     )
     p.set_defaults(func=cmd_doctor)
 

@@ -16,6 +16,7 @@ from profilesync.ops.doctor import (
     evaluate,
     format_json,
     format_table,
+    gather,
     healthy,
 )
 
@@ -183,7 +184,7 @@ def test_unreachable_servers_fail_their_checks_and_the_checks_that_depend_on_the
 
 def test_a_fact_that_could_not_be_read_fails_its_check() -> None:
     facts = healthy_facts()
-    facts.errors["backlog"] = 'cannot read: relation "profile_sync.signup_events" does not exist'
+    facts.errors["backlog"] = 'could not read: relation "profile_sync.signup_events" does not exist'
     checks = by_name(evaluate(facts, LIMITS))
     assert checks["backlog"].status == "fail" and "does not exist" in checks["backlog"].detail
 
@@ -206,3 +207,17 @@ def test_publishers_may_be_optional() -> None:
     assert checks["publishers"] == Check("publishers", "ok", "0 alive")
     two = by_name(evaluate(healthy_facts(), Thresholds(min_publishers=2)))["publishers"]
     assert two == Check("publishers", "fail", "1 alive, expected at least 2")
+
+
+def test_only_the_selected_checks_are_gathered_and_shown() -> None:
+    nowhere = Settings(
+        database_url="postgresql://u@127.0.0.1:9/none", redis_url="redis://127.0.0.1:9/0", doctor_timeout=1
+    )
+    facts = gather(nowhere, ["listen_url"])  # judged from the URL alone: no server is contacted
+    assert facts.errors == {}
+    checks = evaluate(facts, LIMITS, ["listen_url"])
+    assert [c.name for c in checks] == ["listen_url"] and healthy(checks)
+    assert [c.name for c in evaluate(healthy_facts(), LIMITS, {"workers", "database"})] == [
+        "database",
+        "workers",
+    ]
