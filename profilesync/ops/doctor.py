@@ -34,6 +34,9 @@ Verdict = tuple[Status, str]
 Server = Literal["database", "redis"]
 
 SIGNUP_TRIGGER = "profile_sync_on_auth_user_created"
+WRITE_PROBE_KEY = (
+    "profilesync:doctor:write-probe"  # a tiny key with a short TTL: the write probe's only trace
+)
 
 _TRIGGER = """
 SELECT t.tgenabled::text FROM pg_catalog.pg_trigger t
@@ -97,6 +100,7 @@ class Facts:
     )
     missing_objects: list[str] | None = None  # objects.missing(): tables, functions, triggers, grants
     maxmemory_policy: str | None = None
+    redis_write_refused: str | None = None  # Redis's answer to the write probe when it refused it
     workers: int | None = None
     failed_jobs: int | None = None
     pending_events: int | None = None
@@ -285,6 +289,17 @@ def _judge_redis_policy(f: Facts, limits: Thresholds) -> Verdict:
         "maxmemory-policy noeviction",
         f"maxmemory-policy {f.maxmemory_policy}: Redis may evict queued jobs (set noeviction)",
     )
+
+
+def _judge_redis_writes(f: Facts, limits: Thresholds) -> Verdict:
+    refused = f.redis_write_refused
+    if refused is None:
+        return "ok", "accepts writes"
+    if "maxmemory" in refused:
+        fix = "maxmemory reached: raise maxmemory or free memory"
+    else:
+        fix = "point REDIS_URL at a writable primary"
+    return "fail", f"refuses writes ({refused}): no job can be enqueued ({fix})"
 
 
 def _judge_workers(f: Facts, limits: Thresholds) -> Verdict:
@@ -513,6 +528,13 @@ def _read_redis_policy(sources: Sources, facts: Facts) -> None:
         facts.maxmemory_policy = None
 
 
+def _read_redis_writes(sources: Sources, facts: Facts) -> None:
+    try:
+        sources.client.set(WRITE_PROBE_KEY, "1", ex=10)
+    except redis.ResponseError as exc:  # OOM (maxmemory under noeviction), READONLY replica, MISCONF
+        facts.redis_write_refused = first_line(exc)
+
+
 def _read_workers(sources: Sources, facts: Facts) -> None:
     facts.workers = len(Worker.all(queue=profiles_queue(sources.client, sources.settings.queue)))
 
@@ -530,6 +552,7 @@ PROBES: dict[str, Probe] = {
     "listen_url": Probe(None, _read_nothing, _judge_listen_url),
     "redis": Probe("redis", _read_nothing, _judge_redis),
     "redis_policy": Probe("redis", _read_redis_policy, _judge_redis_policy),
+    "redis_writes": Probe("redis", _read_redis_writes, _judge_redis_writes),
     "workers": Probe("redis", _read_workers, _judge_workers),
     "failed_jobs": Probe("redis", _read_failed_jobs, _judge_failed_jobs),
     "backlog": Probe("database", _read_backlog, _judge_backlog),

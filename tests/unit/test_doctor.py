@@ -101,6 +101,17 @@ def test_a_healthy_system_passes_every_check() -> None:
             "redis_policy",
             "maxmemory-policy allkeys-lru: Redis may evict",
         ),
+        (
+            {"redis_write_refused": "command not allowed when used memory > 'maxmemory'."},
+            "redis_writes",
+            "refuses writes (command not allowed when used memory > 'maxmemory'.): no job can be enqueued "
+            "(maxmemory reached: raise maxmemory or free memory)",
+        ),
+        (
+            {"redis_write_refused": "You can't write against a read only replica."},
+            "redis_writes",
+            "(point REDIS_URL at a writable primary)",
+        ),
         ({"workers": 0}, "workers", "0 alive, expected at least 1"),
         ({"failed_jobs": 2}, "failed_jobs", "2 failed (inspect with rq info"),
         ({"oldest_event_age": 61.0}, "backlog", "3 pending, oldest 61.0s > 60s"),
@@ -177,7 +188,7 @@ def test_unreachable_servers_fail_their_checks_and_the_checks_that_depend_on_the
         "snapshots",
     ):
         assert checks[name].detail == "not checked: database unreachable"
-    for name in ("redis_policy", "workers", "failed_jobs"):
+    for name in ("redis_policy", "redis_writes", "workers", "failed_jobs"):
         assert checks[name].detail == "not checked: Redis unreachable"
     assert checks["listen_url"].status == "ok"  # judged from the URL alone
 
