@@ -53,8 +53,13 @@ def _emit_supabase(directory: Path) -> int:
 def cmd_uninstall(args: argparse.Namespace, settings: Settings) -> int:
     from profilesync.ops.uninstall import uninstall
 
-    with db.connect(settings.database_url, autocommit=True, application_name="profilesync-uninstall") as conn:
-        result = uninstall(conn, drop_tables=args.drop_tables)
+    with db.connect(
+        settings.database_url,
+        autocommit=True,
+        application_name="profilesync-uninstall",
+        timeouts=db.Timeouts.of(settings),
+    ) as conn:
+        result = uninstall(conn, drop_tables=args.drop_tables, lock_timeout=settings.lock_timeout)
     for line in result.removed:
         print(f"removed {line}")
     if not result.removed:
@@ -313,8 +318,10 @@ def build_parser() -> argparse.ArgumentParser:
         "uninstall",
         "remove the trigger, schema profile_sync, policies and roles",
         "Signups go on without profiles afterwards. Roles another database still uses are kept. Run it as\n"
-        "the database owner, with the publishers and workers stopped.",
+        "the database owner, with the publishers and workers stopped. Every lock wait is bounded\n"
+        "(auth.users is locked last); a session in the way is named and nothing is changed.",
         "database_url",
+        "lock_timeout",
     )
     data = p.add_mutually_exclusive_group()
     data.add_argument(

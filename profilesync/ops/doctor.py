@@ -27,6 +27,7 @@ from profilesync.config import Settings, is_transaction_pooler, redact
 from profilesync.explain import explain, first_line
 from profilesync.migrate import pending
 from profilesync.ops import objects
+from profilesync.ops.printable import printable
 from profilesync.queueing import connect_redis, profiles_queue
 
 Status = Literal["ok", "warn", "fail"]
@@ -406,7 +407,7 @@ def healthy(checks: list[Check]) -> bool:
 
 def format_table(checks: list[Check]) -> str:
     width = max((len(c.name) for c in checks), default=0)
-    lines = [f"{c.status.upper():<4}  {c.name:<{width}}  {c.detail}" for c in checks]
+    lines = [f"{c.status.upper():<4}  {c.name:<{width}}  {printable(c.detail)}" for c in checks]
     problems = sum(c.status == "fail" for c in checks)
     lines.append("healthy" if problems == 0 else f"{problems} problem(s)")
     return "\n".join(lines)
