@@ -10,6 +10,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -288,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="A profile for every Supabase signup. `profilesync COMMAND --help` explains a command.",
         formatter_class=_HelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"profilesync {version('profilesync')}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     db_env = ("database_url",)
 

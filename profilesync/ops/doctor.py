@@ -317,7 +317,7 @@ def _judge_failed_jobs(f: Facts, limits: Thresholds) -> Verdict:
     return _verdict(
         failed <= limits.max_failed,
         f"{failed} failed",
-        f"{failed} failed (inspect with rq info; profilesync replay --all once fixed)",
+        f"{failed} failed (see profilesync failed; profilesync replay --all once fixed)",
     )
 
 

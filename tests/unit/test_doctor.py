@@ -113,7 +113,7 @@ def test_a_healthy_system_passes_every_check() -> None:
             "(point REDIS_URL at a writable primary)",
         ),
         ({"workers": 0}, "workers", "0 alive, expected at least 1"),
-        ({"failed_jobs": 2}, "failed_jobs", "2 failed (inspect with rq info"),
+        ({"failed_jobs": 2}, "failed_jobs", "2 failed (see profilesync failed"),
         ({"oldest_event_age": 61.0}, "backlog", "3 pending, oldest 61.0s > 60s"),
         ({"failed_events": 1}, "failed_events", "1 signup events failed permanently"),
         (
