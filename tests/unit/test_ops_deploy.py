@@ -117,7 +117,10 @@ def test_prometheus_loads_the_shipped_rules_and_scrapes_both_roles(services: dic
         for sd in job["dns_sd_configs"]
     }
     port = int(services["publisher"]["environment"]["PROFILESYNC_METRICS_PORT"])
-    assert targets == {"profilesync-publisher": (["publisher"], port), "profilesync-worker": (["worker"], port)}
+    assert targets == {
+        "profilesync-publisher": (["publisher"], port),
+        "profilesync-worker": (["worker"], port),
+    }
 
 
 def test_dockerfile_builds_from_the_source_tree() -> None:
