@@ -172,8 +172,11 @@ def _wait_for_profiles(conn: Any, recorded: int, timeout: float) -> bool:
 def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
     from profilesync.ops import doctor
 
-    facts = doctor.gather(settings, args.only)
-    checks = doctor.evaluate(facts, doctor.Thresholds.from_settings(settings), args.only)
+    names = args.only
+    if args.probe:
+        names = (set(doctor.DEFAULT_CHECKS) if names is None else names) | {"signup_path"}
+    facts = doctor.gather(settings, names)
+    checks = doctor.evaluate(facts, doctor.Thresholds.from_settings(settings), names)
     print(doctor.format_json(checks) if args.json else doctor.format_table(checks))
     return 0 if doctor.healthy(checks) else 1
 
@@ -418,7 +421,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--only",
         type=_check_names,
         metavar="CHECK,…",
-        help="run only these checks, comma-separated (all if omitted)",
+        help="run only these checks, comma-separated (all but signup_path if omitted)",
+    )
+    p.add_argument(
+        "--probe",
+        action="store_true",
+        help="also sign up a test user the way Supabase does, in a transaction that is rolled back: the\n"
+        "trigger must record it and ensure_profile() create its profile (check signup_path; for CI after\n"
+        "`supabase db push`)",
     )
     p.set_defaults(func=cmd_doctor)
 
