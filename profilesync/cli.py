@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from profilesync import db, logs
 from profilesync.config import Settings, describe_settings_error, redact
+from profilesync.errors import ConfigError
 from profilesync.explain import explain
 
 Command = Callable[[argparse.Namespace, Settings], int]
@@ -500,6 +501,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 141  # as if killed by SIGPIPE
     except KeyboardInterrupt:
         return 130
+    except ConfigError as exc:  # a setting that cannot work (LISTEN through a transaction pooler): invalid
+        print(f"profilesync: {explain(exc, settings)}", file=sys.stderr)
+        return 2
     except Exception as exc:
         message = explain(exc, settings)
         if message is None:  # a bug, not an operator mistake: keep its traceback
