@@ -269,7 +269,7 @@ def _environment(*names: str) -> str:
     """An epilog: the environment variables a command reads, with their defaults (from Settings)."""
     from profilesync.config import env_name
 
-    lines = ["environment (defaults in parentheses; see the README's configuration table):"]
+    lines = ["environment (defaults in parentheses; every setting: docs/configuration.md):"]
     for name in names:
         field = Settings.model_fields[name]
         default = redact(str(field.default)) if field.default is not None else "unset"
@@ -383,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--processes",
         type=_positive_int,
         default=1,
-        help="worker processes (RQ's worker pool; SIGTERM stops them all) (default: 1)",
+        help="worker processes (RQ's worker pool; SIGTERM stops them all)",
     )
     p.set_defaults(func=cmd_worker)
 

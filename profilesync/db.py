@@ -61,7 +61,7 @@ def connect(
 
     Behind a transaction pooler (port 6543, pgbouncer) the startup `options` are not passed: poolers reject
     or drop them, and a session SET would not follow the next transaction to its server connection. There,
-    set the bounds on the role (`ALTER ROLE … SET statement_timeout`, README "Hardening").
+    set the bounds on the role (`ALTER ROLE … SET statement_timeout`, docs/hardening.md).
     """
     extra: dict[str, Any] = {}
     if timeouts is not None and not is_transaction_pooler(url):

@@ -41,7 +41,7 @@ def _database(exc: psycopg.Error, settings: Settings) -> str:
     if isinstance(exc, pg_errors.InsufficientPrivilege):
         return (
             f"role {_role(url)} lacks a privilege (SQLSTATE 42501) at {url} ({variable}): {first_line(exc)} "
-            "(run profilesync migrate as the owner; see the README's database roles)"
+            "(run profilesync migrate as the owner; database roles: docs/supabase.md)"
         )
     if isinstance(exc, psycopg.OperationalError):
         reason = first_line(exc).removeprefix("connection failed: ")

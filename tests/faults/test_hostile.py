@@ -43,7 +43,7 @@ def test_workers_run_only_create_profiles_whatever_redis_holds(target: Target, t
     failed = FailedJobRegistry(queue=queue, serializer=JSONSerializer)
     assert wait_for(lambda: failed.count == 1)
     target.procs.stop()
-    # RQ's own command line with our worker class (README): the same allow-list.
+    # RQ's own command line with our worker class (docs/deploy.md, Scaling): the same allow-list.
     rq_log = (tmp_path / "rq-worker.log").open("wb")
     rq_worker = subprocess.Popen(
         [sys.executable, "-m", "rq.cli", "worker", "-w", "profilesync.worker.main.ProfileSyncWorker",

@@ -45,7 +45,7 @@ def test_plain_rq_worker_command_line_creates_a_profile(
         "--with-scheduler",
         "--burst",
         "profiles",
-    ]  # as in README
+    ]  # as in docs/deploy.md, Scaling
     done = subprocess.run(argv, env=process_env(settings), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert count(conn, PROFILES + " WHERE id = %s", (user,)) == 1, done.stderr[-3000:]
