@@ -14,7 +14,10 @@ from profilesync.backoff import Backoff
 from profilesync.config import DEFAULT_QUEUE, Settings
 
 # The job function, by dotted path: the publisher never imports the worker; renaming it breaks queued jobs.
-CREATE_PROFILES = "worker.jobs.create_profiles"
+CREATE_PROFILES = "profilesync.worker.jobs.create_profiles"
+# The same job under the path it had while the worker was a top-level package: jobs queued by an older release
+# still run. Deprecated: accepted for one release, never enqueued.
+LEGACY_CREATE_PROFILES = "worker.jobs.create_profiles"
 # RQ's retries of a job that failed on a transient error (a lock or statement timeout, an outage longer than
 # the worker's own retries): whole seconds (RQ's unit) doubling from RETRY_FIRST to RETRY_MAX, jittered per
 # job so that the jobs of one outage do not come back in lockstep. The publisher redelivers what waits longer.

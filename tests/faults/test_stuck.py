@@ -16,7 +16,7 @@ import pytest
 from psycopg_pool import ConnectionPool
 from rq.scheduler import RQScheduler
 
-from chat import ChatService, ProfileNotReadyError
+from profilesync.chat import ChatService, ProfileNotReadyError
 from profilesync.config import Settings
 from profilesync.queueing import profiles_queue
 from tests.faults.cluster import JOB_TIMEOUT, LOCK_TIMEOUT, STATEMENT_TIMEOUT, Target

@@ -9,7 +9,7 @@ import pytest
 from psycopg import errors
 
 from profilesync.config import Settings
-from worker import jobs, profiles, runtime
+from profilesync.worker import jobs, profiles, runtime
 
 SETTINGS = Settings(database_url="postgresql://x@h/db", job_timeout=5, statement_timeout=3, lock_timeout=2)
 

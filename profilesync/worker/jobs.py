@@ -1,4 +1,4 @@
-"""RQ jobs. `worker.jobs.create_profiles` is enqueued by dotted path: keep the name."""
+"""RQ jobs. `profilesync.worker.jobs.create_profiles` is enqueued by dotted path: keep the name."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from profilesync.config import Settings
 from profilesync.errors import ProfileSyncError
 from profilesync.logs import get_logger
 from profilesync.queueing import CREATE_PROFILES, job_retry
-from worker import profiles, runtime
-from worker.ids import parse_user_ids
+from profilesync.worker import profiles, runtime
+from profilesync.worker.ids import parse_user_ids
 
 log = get_logger(__name__)
 
