@@ -38,7 +38,7 @@ FROM profile_sync.signup_ages(%(ids)s) AS a(ages), profile_sync.sync_profiles(%(
 # users whose rows another transaction holds are isolated: the others get their profiles at once.
 PROBE_LOCK_TIMEOUT = 0.25  # seconds a probe waits for a lock (capped by the session's lock_timeout)
 LOCK_PROBES = 16  # failed probes per batch at most: two locked users among 250 are isolated; a table lock
-# (every probe fails) costs 16 short waits before the batch is handed back whole
+# (every probe fails) costs 16 short waits, then the users not yet probed are retried with the locked ones
 
 
 def create_profiles(
@@ -47,7 +47,7 @@ def create_profiles(
     metadata_policy: str,
     *,
     timed: bool = False,
-    lock_timeout: float = PROBE_LOCK_TIMEOUT,
+    lock_timeout: float = PROBE_LOCK_TIMEOUT,  # the session's: a probe never waits longer
 ) -> Outcome:
     """Bring the profiles of `user_ids` in step with auth.users: create missing ones, apply the metadata
     policy to existing ones, scrub soft-deleted users'. A user deleted from auth.users is missing, not failed.
@@ -77,6 +77,9 @@ class _Batch:
 
     def create(self, user_ids: list[uuid.UUID], *, probe: bool = False) -> None:
         if not user_ids:
+            return
+        if probe and self.probes_left <= 0:  # the probes are spent: retried with the locked users
+            self.outcome.locked.extend(user_ids)
             return
         try:
             with self.conn.transaction():
