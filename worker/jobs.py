@@ -33,6 +33,7 @@ def create_profiles(user_ids: list[str]) -> dict[str, int]:
     outcome = profiles.create_profiles(
         conn, ids, settings.metadata_policy, timed=settings.metrics_port is not None
     )
+    runtime.LIVENESS.reached(runtime.DATABASE)
     metrics.PROFILES_CREATED.inc(outcome.created)
     for age in outcome.signup_ages:
         metrics.SIGNUP_TO_PROFILE.observe(age)
