@@ -13,11 +13,11 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from chat import ChatService, Conversation
-from chat.readiness import CHANNEL as READY_CHANNEL
+from profilesync.chat import ChatService, Conversation
+from profilesync.chat.readiness import CHANNEL as READY_CHANNEL
 from profilesync.config import Settings
 from profilesync.devkit.children import Children
-from publisher.service import CHANNEL as SIGNUP_CHANNEL
+from profilesync.publisher.service import CHANNEL as SIGNUP_CHANNEL
 from tests.harness import (
     act_as,
     auth_server,
