@@ -83,7 +83,8 @@ class Settings(BaseSettings):
         default=60.0,
         gt=0,
         description="seconds between the publisher's sweeps for users with neither profile nor outbox row "
-        "(a signup whose trigger gave up on a lock)",
+        "(a signup whose trigger gave up on a lock) and soft-deleted users whose profile still holds "
+        "personal data",
     )
     sweep_limit: int = Field(
         default=50_000, ge=1, description="users the sweeper looks at per run (a lap covers every user)"
@@ -141,6 +142,12 @@ class Settings(BaseSettings):
         gt=0,
         description="seconds a transaction may hold a snapshot before doctor warns (it makes polling scan "
         "dead outbox rows)",
+    )
+    doctor_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="seconds doctor may take in all; a check that cannot read by then (a lock held, a server "
+        "slow to answer) fails with the reason",
     )
 
     # the private servers of `profilesync demo`, the tests and the benchmark (profilesync.devkit.discovery)
