@@ -114,6 +114,18 @@ class ProfileSyncWorker(FewerRoundTrips, SimpleWorker):
         self.stop_signalled = True
         super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
 
+    def unsubscribe(self) -> None:
+        """Ends the command thread's loop before RQ unsubscribes, so that the UNSUBSCRIBE reply is its last
+        message. RQ sends UNSUBSCRIBE and then stops the thread; a thread that handled the reply first goes
+        back to waiting up to 60 s (RQ's sleep_time) for a new subscription, and redis-py's stop() (8.2+)
+        waits for it: every exit, `--burst` included, could take a minute. The loop's flag is redis-py's
+        `PubSubWorkerThread._running` (an Event, the same since redis-py 3.3; tests/integration
+        test_worker_exit checks the exit stays prompt)."""
+        thread = self.pubsub_thread
+        if thread is not None:
+            thread._running.clear()
+        super().unsubscribe()  # type: ignore[no-untyped-call]
+
 
 def _make_worker(settings: Settings, name: str | None) -> ProfileSyncWorker:
     redis_conn = connect_redis(settings.redis_url)
