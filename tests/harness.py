@@ -23,6 +23,12 @@ from profilesync.queueing import connect_redis, profiles_queue
 from profilesync.worker import runtime
 from profilesync.worker.main import ProfileSyncWorker
 
+# Counts the tests read again and again: count(conn, QUERY, params).
+PENDING = "SELECT count(*) FROM profile_sync.signup_events WHERE enqueued_at IS NULL"  # not yet RQ jobs
+IDLE_PUBLISHERS = "SELECT count(*) FROM profile_sync.publishers WHERE idle"  # registered and LISTENing
+PROFILE_OF = "SELECT count(*) FROM public.user_profiles WHERE id = %s"  # params: (user id,)
+PROFILES_OF = "SELECT count(*) FROM public.user_profiles WHERE id = ANY(%s)"  # params: (list of user ids,)
+
 
 def signup(conn: psycopg.Connection[Any], kind: str = "email", **changes: Any) -> uuid.UUID:
     """Insert one auth.users row as Supabase's auth server would for this kind of signup (devkit.signups);

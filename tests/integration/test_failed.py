@@ -14,20 +14,10 @@ import psycopg
 import pytest
 import redis
 
-from profilesync import cli, logs
+from profilesync import cli
 from profilesync.config import Settings
 from profilesync.queueing import CREATE_PROFILES, profiles_queue
-from tests.harness import count, run_worker_burst, running_publisher, signup, wait_for
-
-
-@pytest.fixture
-def env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    monkeypatch.setattr(logs, "configure", lambda *args, **kwargs: None)  # see tests/integration/test_ops
-    values = {"DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url}
-    monkeypatch.delenv("LISTEN_DATABASE_URL", raising=False)
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    return {**os.environ, **values, "PROFILESYNC_LOG_FORMAT": "json"}
+from tests.harness import PROFILE_OF, count, run_worker_burst, running_publisher, signup, wait_for
 
 
 def _failed(capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
@@ -87,6 +77,6 @@ def test_failed_lists_jobs_with_users_reason_and_times_then_replay_fixes_them(
     conn.execute("ALTER TABLE public.user_profiles DROP CONSTRAINT no_profiles")
     assert cli.main(["replay", jobs[(user_id,)]["job_id"]]) == 0
     run_worker_burst(settings)
-    assert count(conn, "SELECT count(*) FROM public.user_profiles WHERE id = %s", (user_id,)) == 1
+    assert count(conn, PROFILE_OF, (user_id,)) == 1
     report = _failed(capsys)
     assert [job["job_id"] for job in report["jobs"]] == [bad.id] and report["events"] == []

@@ -19,34 +19,24 @@ from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 from rq.worker import SimpleWorker
 
-from profilesync import cli, logs
+from profilesync import cli
 from profilesync.config import Settings
 from profilesync.ops.backfill import verification_report
 from profilesync.ops.doctor import CHECKS
 from profilesync.queueing import CREATE_PROFILES, profiles_queue
-from tests.harness import bulk_signup, count, run_worker_burst, running_publisher, signup, wait_for
+from tests.harness import (
+    IDLE_PUBLISHERS,
+    PROFILE_OF,
+    bulk_signup,
+    count,
+    run_worker_burst,
+    running_publisher,
+    signup,
+    wait_for,
+)
 
 RQ = os.path.join(os.path.dirname(sys.executable), "rq")
 TRIGGER = "profile_sync_on_auth_user_created"
-
-
-@pytest.fixture
-def env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """The environment `profilesync` reads, for in-process cli.main() and subprocesses alike.
-
-    In-process, main() must not configure logging: structlog's cache_logger_on_first_use would make module
-    loggers ignore `capture_logs` in every later test of the session.
-    """
-    monkeypatch.setattr(logs, "configure", lambda *args, **kwargs: None)
-    values = {
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": settings.redis_url,
-        "PROFILESYNC_LOG_FORMAT": "json",
-    }
-    monkeypatch.delenv("LISTEN_DATABASE_URL", raising=False)
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    return {**os.environ, **values}
 
 
 @pytest.fixture
@@ -62,7 +52,7 @@ def live_worker(redis_conn: redis.Redis) -> Iterator[SimpleWorker]:
 def live_publisher(settings: Settings, conn: psycopg.Connection[Any]) -> Iterator[None]:
     """A publisher registered and LISTENing (doctor checks that one is alive)."""
     with running_publisher(settings):
-        assert wait_for(lambda: count(conn, "SELECT count(*) FROM profile_sync.publishers WHERE idle") == 1)
+        assert wait_for(lambda: count(conn, IDLE_PUBLISHERS) == 1)
         yield
 
 
@@ -142,7 +132,7 @@ def test_replay_by_id_requeues_that_job_and_rejects_unknown_ids(
     assert FailedJobRegistry(queue=queue).get_job_ids() == [other]
 
     run_worker_burst(settings)
-    assert count(conn, "SELECT count(*) FROM public.user_profiles WHERE id = %s", (user_id,)) == 1
+    assert count(conn, PROFILE_OF, (user_id,)) == 1
     assert FailedJobRegistry(queue=queue).get_job_ids() == [other]
 
 
@@ -175,7 +165,7 @@ def test_replay_events_redrives_failures_whose_jobs_are_gone(
             lambda: count(conn, "SELECT count(*) FROM profile_sync.signup_events WHERE job_id IS NULL") == 0
         )
     run_worker_burst(settings)
-    assert count(conn, "SELECT count(*) FROM public.user_profiles WHERE id = %s", (user_id,)) == 1
+    assert count(conn, PROFILE_OF, (user_id,)) == 1
     assert verification_report(conn).complete
 
 
@@ -407,8 +397,8 @@ def test_backfill_gives_every_user_a_profile(
     report = verification_report(conn)
     assert report.complete, report
     assert (report.users, report.profiles) == (501, 501)
-    assert count(conn, "SELECT count(*) FROM public.user_profiles WHERE id = %s", (with_profile,)) == 1
-    assert count(conn, "SELECT count(*) FROM public.user_profiles WHERE id = %s", (deleted,)) == 0
+    assert count(conn, PROFILE_OF, (with_profile,)) == 1
+    assert count(conn, PROFILE_OF, (deleted,)) == 0
 
 
 def test_backfill_wait_reports_completion(
