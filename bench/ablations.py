@@ -1,6 +1,6 @@
-"""M3 ablations: variants of our signup trigger and outbox, each applied to its own database on top of the
-migrations, measured in the same interleaved rounds as the baselines (with the publisher flag off, as in
-`ours_busy`). Each isolates one cost of the signup path; `before_0008` is the trigger and layout before
+"""signup_cost ablations: variants of our signup trigger and outbox, each applied to its own database on top
+of the migrations, measured in the same interleaved rounds as the baselines (with the publisher flag off, as
+in `ours_busy`). Each isolates one cost of the signup path; `before_0008` is the trigger and layout before
 sql/0008_signup_path.sql.
 """
 

@@ -17,7 +17,7 @@ import psycopg
 from bench.schedule import open_loop_offsets, split
 from profilesync.devkit.signups import insert_signup, make_signup
 
-# The same signup for pgbench (M3), one per transaction.
+# The same signup for pgbench (signup_cost), one per transaction.
 PGBENCH_SCRIPT = """\\set r random(1, 9000000000000000000)
 INSERT INTO auth.users (id, aud, role, email, raw_user_meta_data, raw_app_meta_data, created_at) \
 VALUES (gen_random_uuid(), 'authenticated', 'authenticated', 'pgb' || :r || '@bench.example', \

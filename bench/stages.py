@@ -1,4 +1,5 @@
-"""The stage breakdown of our pipeline (M1 `ours`): where the time from a signup's commit to its profile goes.
+"""The stage breakdown of our pipeline (`latency`, scenario `ours`): where the time from a signup's commit to
+its profile goes.
 
 The publisher and the worker run as the production classes with timestamps added at the step boundaries
 (wall clock, same machine as the signup senders) and their Redis requests counted; each writes its trace to a

@@ -1,4 +1,5 @@
-"""M3: transactions/s at 1, 8, 32 clients, with our trigger and the baselines' triggers, vs no trigger.
+"""signup_cost: transactions/s at 1, 8, 32 clients, with our trigger and the baselines' triggers, vs no
+trigger.
 
 Three shapes of the auth server's work: `signup` (one INSERT per transaction), `gotrue_signup` (INSERT +
 UPDATE role + UPDATE metadata in one transaction, as the auth server signs a user up) and `login` (the UPDATE
@@ -7,7 +8,7 @@ the most contended point (32 clients).
 
 Points are interleaved and repeated (best of `rounds` per point), so load from other processes on a shared
 box hits them alike rather than whichever happened to run at the time. The `*_live` variants' consumers run
-throughout; between their own points they are idle (no CPU, checked by M1's idle figures).
+throughout; between their own points they are idle (no CPU, checked by latency's idle figures).
 """
 
 from __future__ import annotations
@@ -83,8 +84,9 @@ def _summary(chosen: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
 def measure(
     servers: Servers, clients: tuple[int, ...], seconds: int, rounds: int = 2, cpu_signups: int = 5000
 ) -> dict[str, Any]:
-    urls = {variant: servers.database(f"m3_{variant}", setup) for variant, (setup, _) in VARIANTS.items()}
-    # Before anything else runs on them (and before M3's consumers start): one backend's CPU per signup.
+    urls = {variant: servers.database(f"cost_{variant}", setup) for variant, (setup, _) in VARIANTS.items()}
+    # Before anything else runs on them (and before the live variants' consumers start): one backend's CPU
+    # per signup.
     trigger_cpu = triggercost.measure(
         {v: url for v, url in urls.items() if VARIANTS[v][1] is None}, cpu_signups, max(3, rounds + 1)
     )

@@ -1,10 +1,12 @@
-"""M3 `trigger_cpu`: what each trigger variant costs one signup in PostgreSQL CPU, measured in one backend.
+"""signup_cost `trigger_cpu`: what each trigger variant costs one signup in PostgreSQL CPU, measured in one
+backend.
 
 Throughput (pgbench) on a shared 2-core box moves with everyone else's load; CPU time of a single backend
-hardly does. Each variant's database gets `signups` one-row autocommit INSERTs (the M1/M3 signup) from one
-connection, pipelined and with synchronous_commit off so no fsync wait is in the way; the backend's own CPU
-seconds are read from /proc before and after (local servers only). Variants are interleaved and repeated;
-the median per variant, and what it adds to the no-trigger INSERT, are reported in µs.
+hardly does. Each variant's database gets `signups` one-row autocommit INSERTs (the signup of latency and
+signup_cost) from one connection, pipelined and with synchronous_commit off so no fsync wait is in the way;
+the backend's own CPU seconds are read from /proc before and after (local servers only). Variants are
+interleaved and repeated; the median per variant, and what it adds to the no-trigger INSERT, are reported in
+µs.
 """
 
 from __future__ import annotations

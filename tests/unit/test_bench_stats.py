@@ -40,6 +40,6 @@ def test_split_spreads_the_remainder() -> None:
         split(1, 0)
 
 
-def test_m3_keeps_the_least_disturbed_round() -> None:
+def test_signup_cost_keeps_the_least_disturbed_round() -> None:
     rounds = [{"tps": 900.0, "backlog_at_end": 5}, {"tps": 1200.5, "backlog_at_end": 7}, {"tps": 1100.0}]
     assert best(rounds, "tps") == {"tps": 1200.5, "backlog_at_end": 7}
