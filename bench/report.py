@@ -174,7 +174,21 @@ def _signup_cost(results: dict[str, Any]) -> list[str]:
             f"**signup_cost `{workload}`** transactions/s, ratio vs no trigger",
             *_table(["trigger", *[f"{c} clients" for c in clients]], rows),
         ]
-    return out
+    return out + _workload_cpu(cost.get("workload_cpu"))
+
+
+def _workload_cpu(cpu: dict[str, Any] | None) -> list[str]:
+    if not cpu:
+        return []
+    us, ratios = cpu["us_per_transaction"], cpu["ratio_vs_plain"]
+    variants = list(next(iter(us.values())))
+    rows = [[w, *(f"{us[w][v]} ({_x(ratios[w][v])})" for v in variants)] for w in us]
+    return [
+        f"**signup_cost workload CPU**: one backend's CPU per transaction of the auth server (µs; "
+        f"{cpu['transactions_per_sample']} server-side transactions, median of {cpu['rounds']} interleaved "
+        "rounds); in parentheses transactions per CPU second vs no trigger",
+        *_table(["workload", *variants], rows),
+    ]
 
 
 def _chat_path(chat: dict[str, Any]) -> list[str]:

@@ -44,6 +44,12 @@ def _results() -> dict[str, Any]:
             "ratio_vs_plain": {"plain": {"32": 1.0}, "ours_busy": {"32": 0.7}, "ours_live": {"32": 0.8}},
             "consumer_cores": {"ours_live": {"32": 0.45}},
             "backlog_at_end": {"ours_live": {"32": 1234}},
+            "workload_cpu": {
+                "transactions_per_sample": 200,
+                "rounds": 3,
+                "us_per_transaction": {"confirm": {"plain": 100.0, "ours_busy": 172.0}},
+                "ratio_vs_plain": {"confirm": {"plain": 1.0, "ours_busy": 0.58}},
+            },
         },
         "chat_path": {
             "calls": 5,
@@ -106,6 +112,8 @@ def test_markdown_shows_ratios_against_the_in_run_baselines() -> None:
     # signup_cost: tps (ratio vs plain), the consumers' cores and the backlog they left
     assert "| ours_live | 800 (0.80x) | 0.45 | 1234 |" in text
     assert "| ours_busy | 700 (0.70x) | - | - |" in text
+    # signup_cost workload CPU: µs per transaction (transactions per CPU second vs no trigger)
+    assert "| confirm | 100.0 (1.00x) | 172.0 (0.58x) |" in text
     # worker: batched vs one job per user
     assert "| batched | 10 | 999 | 0.10 | 0.20 | 4.00x |" in text
     # the verdicts, failures stand out
