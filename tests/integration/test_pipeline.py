@@ -304,7 +304,7 @@ def _blocks(plan: dict[str, Any]) -> int:
 def test_polling_from_the_cursor_skips_events_retired_under_a_long_snapshot(
     conn: Conn, settings: Settings, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A REPEATABLE READ snapshot held open keeps every retired event's index entries alive (issue 9.7).
+    # A REPEATABLE READ snapshot held open keeps every retired event's index entries alive.
     from profilesync.publisher import service
 
     monkeypatch.setattr(service, "CURSOR_LAG", 0.0)
