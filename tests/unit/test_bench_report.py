@@ -151,7 +151,7 @@ def test_cli_arguments() -> None:
         "sweeper",
     ]
     with pytest.raises(SystemExit):
-        parse_args(["--only", "M1"])  # the old numbered names are gone
+        parse_args(["--only", "M1"])  # not a metric
 
 
 def test_counting_redis_counts_a_pipeline_as_one_round_trip() -> None:
