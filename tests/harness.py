@@ -26,6 +26,7 @@ from profilesync.worker.main import ProfileSyncWorker
 # Counts the tests read again and again: count(conn, QUERY, params).
 PENDING = "SELECT count(*) FROM profile_sync.signup_events WHERE enqueued_at IS NULL"  # not yet RQ jobs
 IDLE_PUBLISHERS = "SELECT count(*) FROM profile_sync.publishers WHERE idle"  # registered and LISTENing
+UNQUEUED = "SELECT count(*) FROM profile_sync.signup_events WHERE job_id IS NULL"  # not yet in an RQ job
 PROFILE_OF = "SELECT count(*) FROM public.user_profiles WHERE id = %s"  # params: (user id,)
 PROFILES_OF = "SELECT count(*) FROM public.user_profiles WHERE id = ANY(%s)"  # params: (list of user ids,)
 
@@ -170,6 +171,23 @@ def running_publisher(settings: Settings) -> Iterator[Publisher]:
         publisher.stop.set()
         thread.join(timeout=10)
         assert not thread.is_alive(), "publisher did not stop"
+
+
+def publish_all(settings: Settings, conn: psycopg.Connection[Any]) -> None:
+    """Run a publisher until every signup event is an RQ job."""
+    with running_publisher(settings):
+        assert wait_for(
+            lambda: count(conn, "SELECT count(*) FROM profile_sync.signup_events WHERE job_id IS NULL") == 0
+        )
+
+
+def refuse_profiles(conn: psycopg.Connection[Any]) -> None:
+    """Make every profile insert fail (a CHECK constraint, like a broken app schema) until allow_profiles."""
+    conn.execute("ALTER TABLE public.user_profiles ADD CONSTRAINT no_profiles CHECK (false) NOT VALID")
+
+
+def allow_profiles(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("ALTER TABLE public.user_profiles DROP CONSTRAINT no_profiles")
 
 
 def drain_once(settings: Settings) -> int:

@@ -17,7 +17,15 @@ import redis
 from profilesync import cli
 from profilesync.config import Settings
 from profilesync.queueing import CREATE_PROFILES, profiles_queue
-from tests.harness import PROFILE_OF, count, run_worker_burst, running_publisher, signup, wait_for
+from tests.harness import (
+    PROFILE_OF,
+    allow_profiles,
+    count,
+    publish_all,
+    refuse_profiles,
+    run_worker_burst,
+    signup,
+)
 
 
 def _failed(capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
@@ -35,12 +43,9 @@ def test_failed_lists_jobs_with_users_reason_and_times_then_replay_fixes_them(
     env: dict[str, str],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    conn.execute("ALTER TABLE public.user_profiles ADD CONSTRAINT no_profiles CHECK (false) NOT VALID")
+    refuse_profiles(conn)
     user_id = str(signup(conn, "github"))
-    with running_publisher(settings):
-        assert wait_for(
-            lambda: count(conn, "SELECT count(*) FROM profile_sync.signup_events WHERE job_id IS NULL") == 0
-        )
+    publish_all(settings, conn)
     bad = profiles_queue(redis_conn).enqueue(CREATE_PROFILES, args=(["not-a-uuid"],))
     run_worker_burst(settings)
 
@@ -74,7 +79,7 @@ def test_failed_lists_jobs_with_users_reason_and_times_then_replay_fixes_them(
     assert f"  {bad.id}  first " in table.stdout and "x2  users not-a-uuid" in table.stdout
     assert "1 failed signup event(s)\n  event " in table.stdout and f"user {user_id}" in table.stdout
 
-    conn.execute("ALTER TABLE public.user_profiles DROP CONSTRAINT no_profiles")
+    allow_profiles(conn)
     assert cli.main(["replay", jobs[(user_id,)]["job_id"]]) == 0
     run_worker_burst(settings)
     assert count(conn, PROFILE_OF, (user_id,)) == 1

@@ -27,8 +27,11 @@ from profilesync.queueing import CREATE_PROFILES, profiles_queue
 from tests.harness import (
     IDLE_PUBLISHERS,
     PROFILE_OF,
+    allow_profiles,
     bulk_signup,
     count,
+    publish_all,
+    refuse_profiles,
     run_worker_burst,
     running_publisher,
     signup,
@@ -107,24 +110,24 @@ def test_replay_all_requeues_every_failed_job(
     assert FailedJobRegistry(queue=queue).count == 0
 
 
+@pytest.mark.usefixtures("env")
 def test_replay_by_id_requeues_that_job_and_rejects_unknown_ids(
     settings: Settings,
     conn: psycopg.Connection[Any],
     redis_conn: redis.Redis,
-    env: dict[str, str],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A user's failed job, replayed once the cause is gone, creates the profile."""
     user_id = signup(conn, "email")
     conn.execute("DELETE FROM profile_sync.signup_events")
-    conn.execute("ALTER TABLE public.user_profiles ADD CONSTRAINT no_profiles CHECK (false) NOT VALID")
+    refuse_profiles(conn)
     job = profiles_queue(redis_conn).enqueue(CREATE_PROFILES, args=([str(user_id)],))
     run_worker_burst(settings)
     other = _failed_job(settings, redis_conn)
     queue = profiles_queue(redis_conn)
     assert set(FailedJobRegistry(queue=queue).get_job_ids()) == {job.id, other}
 
-    conn.execute("ALTER TABLE public.user_profiles DROP CONSTRAINT no_profiles")
+    allow_profiles(conn)
     assert cli.main(["replay", job.id, "no-such-job"]) == 1
     out = capsys.readouterr().out
     assert "requeued 1 failed job(s)" in out
@@ -136,23 +139,20 @@ def test_replay_by_id_requeues_that_job_and_rejects_unknown_ids(
     assert FailedJobRegistry(queue=queue).get_job_ids() == [other]
 
 
+@pytest.mark.usefixtures("env")
 def test_replay_events_redrives_failures_whose_jobs_are_gone(
     settings: Settings,
     conn: psycopg.Connection[Any],
     redis_conn: redis.Redis,
-    env: dict[str, str],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    conn.execute("ALTER TABLE public.user_profiles ADD CONSTRAINT no_profiles CHECK (false) NOT VALID")
+    refuse_profiles(conn)
     user_id = signup(conn, "github")
-    with running_publisher(settings):
-        assert wait_for(
-            lambda: count(conn, "SELECT count(*) FROM profile_sync.signup_events WHERE job_id IS NULL") == 0
-        )
+    publish_all(settings, conn)
     run_worker_burst(settings)
     assert count(conn, "SELECT count(*) FROM profile_sync.signup_events WHERE failed_at IS NOT NULL") == 1
     redis_conn.flushdb()  # the failed job is gone (expired, or Redis lost its data): replay --all cannot help
-    conn.execute("ALTER TABLE public.user_profiles DROP CONSTRAINT no_profiles")
+    allow_profiles(conn)
 
     capsys.readouterr()
     assert cli.main(["replay", "--all"]) == 0
@@ -160,10 +160,7 @@ def test_replay_events_redrives_failures_whose_jobs_are_gone(
     assert cli.main(["replay", "--events"]) == 0
     assert "reset 1 failed signup event(s) to pending" in capsys.readouterr().out
 
-    with running_publisher(settings):
-        assert wait_for(
-            lambda: count(conn, "SELECT count(*) FROM profile_sync.signup_events WHERE job_id IS NULL") == 0
-        )
+    publish_all(settings, conn)
     run_worker_burst(settings)
     assert count(conn, PROFILE_OF, (user_id,)) == 1
     assert verification_report(conn).complete
@@ -389,10 +386,7 @@ def test_backfill_gives_every_user_a_profile(
     assert cli.main(["backfill"]) == 0  # idempotent: everything is recorded already
     assert "recorded 0 of 502 users" in capsys.readouterr().out
 
-    with running_publisher(settings):
-        assert wait_for(
-            lambda: count(conn, "SELECT count(*) FROM profile_sync.signup_events WHERE job_id IS NULL") == 0
-        )
+    publish_all(settings, conn)
     run_worker_burst(settings)
     report = verification_report(conn)
     assert report.complete, report
