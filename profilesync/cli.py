@@ -361,7 +361,7 @@ def _healthcheck_command(sub: Any) -> None:
     p = _add(
         sub,
         "healthcheck",
-        "exit 0 when this machine's publisher or worker answers /healthz with 200",
+        "exit 0 when the local publisher or worker answers /healthz",
         "A container healthcheck: GETs /healthz of the process serving on PROFILESYNC_METRICS_PORT here\n"
         "(127.0.0.1 when it listens on 0.0.0.0) and prints its answer.",
         "metrics_port",
