@@ -161,8 +161,9 @@ def bulk_signup(conn: psycopg.Connection[Any], count: int) -> None:
 
 
 @contextmanager
-def running_publisher(settings: Settings) -> Iterator[Publisher]:
-    publisher = Publisher(settings)
+def running_publisher(settings: Settings, **options: Any) -> Iterator[Publisher]:
+    """A publisher in a thread of this process; `options` go to Publisher (on_wake)."""
+    publisher = Publisher(settings, **options)
     thread = threading.Thread(target=publisher.run, name="publisher", daemon=True)
     thread.start()
     try:

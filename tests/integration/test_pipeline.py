@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from typing import Any
 
@@ -127,6 +128,17 @@ def test_an_idle_publisher_is_woken_by_notify_not_the_safety_timer(conn: Conn, s
     with running_publisher(slow_timer):
         assert wait_for(lambda: count(conn, IDLE_PUBLISHERS) == 1)
         signup(conn)
+        assert wait_for(lambda: count(conn, PENDING) == 0, timeout=5.0)
+
+
+def test_the_wake_hook_runs_when_a_notify_wakes_the_publisher(conn: Conn, settings: Settings) -> None:
+    slow_timer = settings.model_copy(update={"safety_interval": 60.0})
+    woke = threading.Event()
+    with running_publisher(slow_timer, on_wake=woke.set):
+        assert wait_for(lambda: count(conn, IDLE_PUBLISHERS) == 1)
+        woke.clear()  # a start-up pass may have passed the hook already
+        signup(conn)
+        assert woke.wait(timeout=5.0)
         assert wait_for(lambda: count(conn, PENDING) == 0, timeout=5.0)
 
 
