@@ -115,15 +115,15 @@ class ProfileSyncWorker(FewerRoundTrips, SimpleWorker):
         super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
 
     def unsubscribe(self) -> None:
-        """Ends the command thread's loop before RQ unsubscribes, so that the UNSUBSCRIBE reply is its last
-        message. RQ sends UNSUBSCRIBE and then stops the thread; a thread that handled the reply first goes
-        back to waiting up to 60 s (RQ's sleep_time) for a new subscription, and redis-py's stop() (8.2+)
-        waits for it: every exit, `--burst` included, could take a minute. The loop's flag is redis-py's
-        `PubSubWorkerThread._running` (an Event, the same since redis-py 3.3; tests/integration
-        test_worker_exit checks the exit stays prompt)."""
-        thread = self.pubsub_thread
-        if thread is not None:
-            thread._running.clear()
+        """Let RQ's command listener exit on the UNSUBSCRIBE reply instead of 60 s later.
+
+        The listener thread reads with a 60 s timeout; RQ sends UNSUBSCRIBE, then stops the thread (redis-py's
+        `stop()` waits for it to exit). The reply usually wakes the read before the stop, the thread reads
+        again, and every stop or `--burst` exit waited out that read. Its run flag cleared first (without
+        `stop()`'s wait: nothing would wake the read yet), the reply's wake-up is the thread's last read.
+        """
+        if self.pubsub_thread is not None:
+            self.pubsub_thread._running.clear()
         super().unsubscribe()  # type: ignore[no-untyped-call]
 
 
