@@ -1,4 +1,9 @@
-"""The `profilesync` command. The composition root: settings, logging and connections are made here."""
+"""The `profilesync` command: parse the arguments, then dispatch to the code of the command.
+
+The composition root: settings, logging and connections are made here; each `cmd_*` hands them to the
+module that does the work (ops/, devkit/, the components) and prints what it returns. Each subcommand's
+arguments are defined by one `_*_command` function; COMMANDS lists them.
+"""
 
 from __future__ import annotations
 
