@@ -95,11 +95,11 @@ def _hostile_job(redis_conn: redis.Redis, job_id: str, fields: dict[str, str | b
     redis_conn.zadd("rq:failed:profiles", {job_id: time.time() + 3600})
 
 
+@pytest.mark.usefixtures("env")  # in-process cli.main() reads the environment
 def test_failed_escapes_terminal_sequences_and_lists_malformed_jobs_as_unreadable(
     settings: Settings,
     conn: psycopg.Connection[Any],
     redis_conn: redis.Redis,
-    env: dict[str, str],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     bad = profiles_queue(redis_conn).enqueue(CREATE_PROFILES, args=(["not-a-uuid"],))
