@@ -20,15 +20,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from profilesync import db, logs
+from profilesync import logs
 from profilesync.config import Settings, describe_settings_error, redact
 from profilesync.errors import ConfigError
-from profilesync.explain import explain
 
 Command = Callable[[argparse.Namespace, Settings], int]
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from profilesync import db
     from profilesync.migrate import migrate
     from profilesync.ops import supabase
 
@@ -44,6 +44,7 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_uninstall(args: argparse.Namespace, settings: Settings) -> int:
+    from profilesync import db
     from profilesync.ops.uninstall import format_result, uninstall
 
     with db.connect(
@@ -95,6 +96,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
+    from profilesync import db
     from profilesync.migrate import require_schema
     from profilesync.ops import backfill
     from profilesync.ops.backfill_progress import record_showing_progress, wait_showing_progress
@@ -125,6 +127,7 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from profilesync import db
     from profilesync.ops.replay import format_result, replay, reset_failed_events
     from profilesync.queueing import connect_redis, profiles_queue
 
@@ -141,6 +144,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_failed(args: argparse.Namespace, settings: Settings) -> int:
+    from profilesync import db
     from profilesync.ops import failed
     from profilesync.queueing import connect_redis, profiles_queue
 
@@ -499,9 +503,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except ConfigError as exc:  # a setting that cannot work (LISTEN through a transaction pooler): invalid
+        from profilesync.explain import explain
+
         print(f"profilesync: {explain(exc, settings)}", file=sys.stderr)
         return 2
     except Exception as exc:
+        from profilesync.explain import explain  # imports the database and Redis drivers: only when needed
+
         message = explain(exc, settings)
         if message is None:  # a bug, not an operator mistake: keep its traceback
             raise
