@@ -329,7 +329,7 @@ def test_doctor_fails_on_pending_migrations(
 @pytest.mark.parametrize(
     ("damage", "reported"),
     [
-        ("DROP FUNCTION profile_sync.unwatch_profiles(bigint[])", "function profile_sync.unwatch_profiles"),
+        ("DROP FUNCTION profile_sync.unwatch_profiles(uuid[])", "function profile_sync.unwatch_profiles"),
         (
             "REVOKE EXECUTE ON FUNCTION profile_sync.create_profiles(uuid[]) FROM profilesync_worker",
             "grant EXECUTE on profile_sync.create_profiles(uuid[]) to profilesync_worker",
