@@ -18,6 +18,9 @@ METRICS = ("M1", "M2", "M3", "M4", "M5", "M6", "M7")
 LATENCY_SCENARIOS = {
     "ours": "",
     "ours_nolinger": "",
+    "ours_fixedlinger": "",
+    "ours_jobtx": "",
+    "ours_rqlines": "",
     "ideal": "",
     "naive": baselines.NAIVE_SQL,
     "supabase": baselines.SUPABASE_SQL,

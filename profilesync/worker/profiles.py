@@ -55,9 +55,9 @@ def _create(
     if not user_ids:
         return
     try:
-        with conn.transaction():
-            # Prepared once per connection: every job runs the same statement.
-            row = conn.execute(query, {"ids": user_ids, "policy": policy}, prepare=True).fetchone()
+        # One statement, atomic by itself on the autocommit connection: one round trip, no BEGIN/COMMIT.
+        # Prepared once per connection: every job runs the same statement.
+        row = conn.execute(query, {"ids": user_ids, "policy": policy}, prepare=True).fetchone()
     except psycopg.Error as exc:
         # A missing grant is the deployment's fault, not these users': no bisecting, no failed marks.
         raise_if_denied(exc, "the worker runs as profilesync_worker or the migrations' owner")
