@@ -26,7 +26,7 @@ from profilesync import db
 from profilesync.config import Settings, is_transaction_pooler, redact
 from profilesync.explain import explain, first_line
 from profilesync.migrate import pending
-from profilesync.ops import objects
+from profilesync.ops import objects, probe
 from profilesync.ops.printable import printable
 from profilesync.queueing import connect_redis, profiles_queue
 
@@ -112,6 +112,7 @@ class Facts:
     live_publishers: int | None = None
     oldest_unclaimed_age: float | None = None  # seconds the oldest event waits for a publisher to claim it
     oldest_snapshot: Snapshot | None = None
+    signup_path: list[str] | None = None  # what the rolled-back test signup found broken ([] nothing)
 
 
 @dataclass(frozen=True)
@@ -317,7 +318,7 @@ def _judge_failed_jobs(f: Facts, limits: Thresholds) -> Verdict:
     return _verdict(
         failed <= limits.max_failed,
         f"{failed} failed",
-        f"{failed} failed (inspect with rq info; profilesync replay --all once fixed)",
+        f"{failed} failed (see profilesync failed; profilesync replay --all once fixed)",
     )
 
 
@@ -381,6 +382,15 @@ def _judge_snapshots(f: Facts, limits: Thresholds) -> Verdict:
     )
 
 
+def _judge_signup_path(f: Facts, limits: Thresholds) -> Verdict:
+    problems = f.signup_path or []
+    return _verdict(
+        not problems,
+        "a test signup was recorded and ensure_profile() created its profile (rolled back)",
+        "; ".join(problems),
+    )
+
+
 def evaluate(facts: Facts, limits: Thresholds, names: Iterable[str] | None = None) -> list[Check]:
     """The checks `names` (all, in table order, if None) judged from `facts`."""
     return [_judge(name, facts, limits) for name in selected(names)]
@@ -397,7 +407,7 @@ def _judge(name: str, f: Facts, limits: Thresholds) -> Check:
 
 
 def selected(names: Iterable[str] | None) -> list[str]:
-    wanted = set(CHECKS if names is None else names)
+    wanted = set(DEFAULT_CHECKS if names is None else names)
     return [name for name in CHECKS if name in wanted]
 
 
@@ -545,6 +555,11 @@ def _read_failed_jobs(sources: Sources, facts: Facts) -> None:
     facts.failed_jobs = FailedJobRegistry(queue=queue).count
 
 
+def _read_signup_path(sources: Sources, facts: Facts) -> None:
+    with sources.bounded() as conn:
+        facts.signup_path = probe.signup_path(conn)
+
+
 PROBES: dict[str, Probe] = {
     "database": Probe("database", _read_nothing, _judge_database),
     "migrations": Probe("database", _read_migrations, _judge_migrations),
@@ -561,5 +576,8 @@ PROBES: dict[str, Probe] = {
     "users_without_profiles": Probe("database", _read_without_profiles, _judge_users_without_profiles),
     "publishers": Probe("database", _read_publishers, _judge_publishers),
     "snapshots": Probe("database", _read_oldest_snapshot, _judge_snapshots),
+    "signup_path": Probe("database", _read_signup_path, _judge_signup_path),
 }
 CHECKS = tuple(PROBES)
+# A test signup writes (always rolled back): only on request, `doctor --probe` or `--only signup_path`.
+DEFAULT_CHECKS = tuple(name for name in CHECKS if name != "signup_path")
