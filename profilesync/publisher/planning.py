@@ -64,8 +64,10 @@ def group_claimed(rows: Iterable[tuple[int, object, str]]) -> list[JobPlan]:
 # The linger: after a drain, poll the outbox instead of going back to NOTIFY. It pays only when signups come
 # faster than one job per signup can follow (each NOTIFY wake-up sends its signup alone through RQ, several ms
 # of a worker per job): measured on 2 cores, 100 signups/s keep up without it (and have a shorter tail: no job
-# held back for batching) while 250/s fall seconds behind. It starts at LINGER_FROM signups/s and stops below
-# LINGER_UNTIL (the gap keeps a rate near the threshold from flapping), or after LINGER_QUIET s without any.
+# held back for batching) while 250/s fall seconds behind. It starts at LINGER_FROM signups/s, or at any rate
+# when the workers are behind (a job was still waiting in the queue when the drain added its own: slower
+# workers, a loaded box), and stops below LINGER_UNTIL (the gap keeps a rate near the threshold from
+# flapping) or after LINGER_QUIET s without any, once the queue is empty.
 LINGER_FROM = 160.0
 LINGER_UNTIL = 120.0
 LINGER_QUIET = 0.05
@@ -91,9 +93,9 @@ class ArrivalRate:
         return self.level * math.exp(-max(0.0, now - self.at) / self.horizon) / self.horizon
 
 
-def start_lingering(rate: float) -> bool:
+def start_lingering(rate: float, workers_behind: bool = False) -> bool:
     """After a drain that found events: poll instead of going back to NOTIFY."""
-    return rate >= LINGER_FROM
+    return workers_behind or rate >= LINGER_FROM
 
 
 def keep_lingering(rate: float, quiet_for: float) -> bool:

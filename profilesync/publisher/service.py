@@ -102,6 +102,7 @@ class Publisher:
         self.stop = stop or threading.Event()
         self.enqueued_total = 0
         self._arrivals = ArrivalRate()  # signups per second, from what drains find
+        self._workers_behind = False  # the last dispatch found a job still waiting in the queue
         self._down: str | None = "not connected yet"  # why the publisher is unhealthy, None when it is not
         self._beat = time.monotonic()  # last pass of the wait loop or drain batch
         self._malformed = listen.MalformedPayloads(CHANNEL)
@@ -209,12 +210,13 @@ class Publisher:
                 next_sweep = time.monotonic() + self.settings.sweep_interval
 
     def _steady(self, found: int) -> bool:
-        """Whether signups come fast enough for the linger to pay (profilesync.publisher.planning).
+        """Whether signups come fast enough, or the workers are behind enough, for the linger to pay
+        (profilesync.publisher.planning).
 
         Only after events: a safety-timer wake-up with nothing to do goes straight back to waiting. Slower
         streams stay NOTIFY-driven: each signup's job leaves at once, none is held back to grow a batch.
         """
-        return start_lingering(self._arrivals.observe(time.monotonic(), found))
+        return start_lingering(self._arrivals.observe(time.monotonic(), found), self._workers_behind)
 
     def _keep_lingering(self, quiet_for: float) -> bool:
         """Nothing pending: poll on, or go back to NOTIFY (the stream slowed down or stopped)."""
@@ -302,7 +304,7 @@ class Publisher:
 
     def dispatch(self, work: psycopg.Connection[Any], queue: Queue, plans: list[JobPlan]) -> None:
         """In the claiming transaction, its events already marked: their jobs into Redis before it commits."""
-        enqueue_plans(queue, plans, self.settings)
+        self._workers_behind = enqueue_plans(queue, plans, self.settings) > len(plans)
 
     def redeliver(self, work: psycopg.Connection[Any], redis_conn: redis.Redis) -> int:
         """Re-enqueue events whose job will not run: gone from Redis, unreadable, missing from its queue

@@ -98,3 +98,8 @@ def test_a_rate_between_the_thresholds_keeps_the_current_mode() -> None:
 def test_a_burst_found_by_one_drain_starts_the_linger() -> None:
     assert start_lingering(ArrivalRate().observe(1.0, 1000))
     assert not start_lingering(ArrivalRate().observe(1.0, 1))
+
+
+def test_workers_behind_start_the_linger_at_any_rate() -> None:
+    assert start_lingering(5.0, workers_behind=True)  # a job still waits: the next one may as well grow
+    assert not start_lingering(5.0, workers_behind=False)
