@@ -18,6 +18,13 @@ JOBS = 30
 class Bookkept(FewerRoundTrips, SimpleWorker):
     """ProfileSyncWorker's RQ bookkeeping without its allow-list, so that database-free jobs may run."""
 
+    def unsubscribe(self) -> None:
+        """ProfileSyncWorker's prompt exit too: without it a --burst exit can wait out RQ's 60 s pubsub read,
+        as long as the worker hash lives after register_death, and what the tests read of it is gone."""
+        if self.pubsub_thread is not None:
+            self.pubsub_thread._running.clear()
+        super().unsubscribe()  # type: ignore[no-untyped-call]
+
 
 def _trips_per_job(worker_class: type[SimpleWorker], redis_url: str) -> tuple[float, SimpleWorker]:
     client, trips = counting_redis(redis_url)
