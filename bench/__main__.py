@@ -18,7 +18,6 @@ METRICS = ("M1", "M2", "M3", "M4", "M5", "M6", "M7")
 LATENCY_SCENARIOS = {
     "ours": "",
     "ours_nolinger": "",
-    "ours_fixedlinger": "",
     "ours_jobtx": "",
     "ours_rqlines": "",
     "ideal": "",

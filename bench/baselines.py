@@ -6,9 +6,8 @@
 - ideal: our outbox trigger, and a publisher that inserts the profiles itself (batched SQL, no Redis);
 - ours_nolinger (not a baseline, an ablation): our pipeline with a publisher that never lingers after a
   drain, so it is woken by NOTIFY for every signup: shows what the linger buys and costs.
-- ablations of our pipeline, one change undone each: ours_fixedlinger (the linger as it was before it followed
-  the arrival rate: after any two signups less than LINGER_QUIET apart), ours_jobtx (the job's statement
-  wrapped in BEGIN/COMMIT), ours_rqlines (RQ's per-job INFO lines rendered as JSON, as before).
+- ablations of our worker, one change undone each: ours_jobtx (the job's statement wrapped in BEGIN/COMMIT),
+  ours_rqlines (RQ's per-job INFO lines rendered as JSON, as before).
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ import multiprocessing.synchronize
 import os
 import signal
 import threading
-import time
 from typing import Any
 
 import psycopg
@@ -27,7 +25,6 @@ from rq import Queue
 from profilesync import db
 from profilesync.config import Settings
 from profilesync.logs import configure
-from profilesync.publisher.planning import LINGER_QUIET
 from profilesync.publisher.service import Publisher
 from profilesync.queueing import CREATE_PROFILES, JobPlan, connect_redis, profiles_queue
 
@@ -96,22 +93,6 @@ class NoLingerPublisher(Publisher):
         return
 
 
-class FixedLingerPublisher(Publisher):
-    """Our publisher with the linger it had before it followed the arrival rate: after a drain, whenever two
-    signups came less than LINGER_QUIET apart (or one drain found several), until LINGER_QUIET without any."""
-
-    _last_event = 0.0
-
-    def _steady(self, found: int) -> bool:
-        now = time.monotonic()
-        steady = found > 1 or now - self._last_event < LINGER_QUIET
-        self._last_event = now
-        return steady
-
-    def _keep_lingering(self, quiet_for: float) -> bool:
-        return quiet_for < LINGER_QUIET
-
-
 def stop_on_sigterm() -> threading.Event:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -146,13 +127,6 @@ def run_naive(database_url: str, redis_url: str, ready: multiprocessing.synchron
         while not stop.is_set():
             for notify in listen.notifies(timeout=0.2):
                 queue.enqueue(CREATE_PROFILES, args=([notify.payload],))
-
-
-def run_fixed_linger(database_url: str, redis_url: str) -> None:
-    """Process entry point: our publisher with the fixed linger, until SIGTERM."""
-    configure("WARNING")
-    settings = Settings(database_url=database_url, redis_url=redis_url, log_level="WARNING")
-    FixedLingerPublisher(settings, stop_on_sigterm()).run()
 
 
 def logs_to_devnull() -> None:

@@ -16,14 +16,14 @@ import psycopg
 import redis
 from rq.worker import Worker
 
-from bench.baselines import run_fixed_linger, run_ideal, run_naive, run_no_linger, run_worker_ablation
+from bench.baselines import run_ideal, run_naive, run_no_linger, run_worker_ablation
 from bench.cpu import CpuProbe
 from bench.stages import run_traced_publisher, run_traced_worker
 
 # Scenarios whose profiles are created by something outside the signup transaction.
 ASYNC_SCENARIOS = ("ours", "ours_nolinger", "naive", "ideal")
 # Ablations of our pipeline (bench.baselines): the publisher's, and the worker's with the real publisher.
-PUBLISHER_ABLATIONS = {"ours_nolinger": run_no_linger, "ours_fixedlinger": run_fixed_linger}
+PUBLISHER_ABLATIONS = {"ours_nolinger": run_no_linger}
 WORKER_ABLATIONS = {"ours_jobtx": "jobtx", "ours_rqlines": "rqlines"}
 # application_name of the consumers' PostgreSQL connections (their backends' CPU counts as theirs).
 BACKEND_NAMES = ("profilesync-listen", "profilesync-publisher", "profilesync-worker", "bench-naive")

@@ -47,10 +47,8 @@ class JobPlan:
     event_ids: list[int]
 
 
-def enqueue_plans(queue: Queue, plans: list[JobPlan], settings: Settings) -> int:
-    """Enqueue every plan in one Redis round trip; raises if Redis did not take them all.
-
-    Returns how many jobs wait in the queue right after (these and any not yet taken by a worker)."""
+def enqueue_plans(queue: Queue, plans: list[JobPlan], settings: Settings) -> None:
+    """Enqueue every plan in one Redis round trip; raises if Redis did not take them all."""
     retry = job_retry(settings)
     data: list[Any] = [
         Queue.prepare_data(
@@ -67,6 +65,4 @@ def enqueue_plans(queue: Queue, plans: list[JobPlan], settings: Settings) -> int
     ]
     with queue.connection.pipeline() as pipe:
         queue.enqueue_many(data, pipeline=pipe)
-        pipe.llen(queue.key)
-        waiting: int = pipe.execute()[-1]
-    return waiting
+        pipe.execute()

@@ -3,14 +3,14 @@ from __future__ import annotations
 import time
 
 from profilesync.config import Settings
-from profilesync.publisher.service import Publisher
+from profilesync.publisher.service import LINGER_QUIET, Publisher
 
 
-def test_publisher_lingers_only_once_signups_stream_fast() -> None:
+def test_publisher_lingers_only_while_signups_come_faster_than_the_quiet_window() -> None:
     publisher = Publisher(Settings(listen_database_url=None))
     assert not publisher._steady(1)  # a lone signup: back to NOTIFY
-    assert not publisher._steady(2)  # two at once are no stream yet
-    assert publisher._steady(40)  # dozens within the rate's horizon: linger
-    publisher._arrivals.at = time.monotonic() - 5.0  # the stream stopped long ago
-    assert not publisher._steady(1)
-    assert not publisher._keep_lingering(0.0)
+    assert publisher._steady(1)  # a second one right after it: signups are streaming
+    publisher._last_event = time.monotonic() - 2 * LINGER_QUIET
+    assert not publisher._steady(1)  # the stream paused: alone again
+    publisher._last_event = time.monotonic() - 2 * LINGER_QUIET
+    assert publisher._steady(2)  # several events in one wake-up: a stream
