@@ -78,12 +78,18 @@ class Settings(BaseSettings):
     redeliver_after: float = Field(
         default=60.0, gt=0, description="seconds before an enqueued event is checked"
     )
-    reconnect_max_delay: float = Field(default=30.0, gt=0)
+    reconnect_max_delay: float = Field(
+        default=5.0,
+        gt=0,
+        description="cap of the reconnect backoff of publisher, worker and chat listener: back within this "
+        "many seconds of PostgreSQL or Redis answering again",
+    )
     sweep_interval: float = Field(
         default=60.0,
         gt=0,
         description="seconds between the publisher's sweeps for users with neither profile nor outbox row "
-        "(a signup whose trigger gave up on a lock)",
+        "(a signup whose trigger gave up on a lock) and soft-deleted users whose profile still holds "
+        "personal data",
     )
     sweep_limit: int = Field(
         default=50_000, ge=1, description="users the sweeper looks at per run (a lap covers every user)"
