@@ -34,6 +34,12 @@ EVENTS_ENQUEUED = Counter(
     "profilesync_events_enqueued", "Signup events the publisher put into Redis as jobs", registry=None
 )
 PROFILES_CREATED = Counter("profilesync_profiles_created", "Profiles this worker created", registry=None)
+PROFILE_VALUES_DROPPED = Counter(
+    "profilesync_profile_values_dropped",
+    "Mapped values the profile table's constraints rejected, stored as NULL so the profile exists",
+    ["column"],
+    registry=None,
+)
 JOBS_FAILED = Counter(
     "profilesync_jobs_failed", "Job executions that raised (a retried job counts each time)", registry=None
 )

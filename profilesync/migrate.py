@@ -1,5 +1,7 @@
 """Apply the packaged SQL migrations (sql/NNNN_*.sql) in order, once each, recorded in
-profile_sync.schema_migrations.
+profile_sync.schema_migrations; then the definitions rendered from the profile mapping
+(profilesync.profilesql), each re-applied when its rendering changed, recorded by checksum in
+profile_sync.definitions. All of it in one transaction, after a preflight of the mapping against the catalog.
 
 The top-level sql/ directory of the source tree is installed as the package `profilesync.sql` (see
 pyproject.toml), so a wheel carries the same files a reader finds in the repository; they are read with
@@ -8,6 +10,7 @@ importlib.resources, never from a path relative to this file.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -16,8 +19,11 @@ from typing import Any
 
 import psycopg
 
-from profilesync.errors import MigrationError, SchemaMissingError
+from profilesync import catalog, profilesql
+from profilesync.catalog import TableFacts
+from profilesync.errors import ConfigError, MigrationError, SchemaMissingError
 from profilesync.logs import get_logger
+from profilesync.mapping import DEFAULT, ProfileMapping
 
 SQL_PACKAGE = "profilesync.sql"
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
@@ -35,6 +41,10 @@ CREATE TABLE IF NOT EXISTS profile_sync.schema_migrations (
 );
 """
 RECORD = "INSERT INTO profile_sync.schema_migrations (version, name) VALUES (%s, %s)"
+_RECORD_DEFINITION = """
+INSERT INTO profile_sync.definitions (name, checksum) VALUES (%s, %s)
+ON CONFLICT (name) DO UPDATE SET checksum = excluded.checksum, applied_at = now()
+"""
 
 
 @dataclass(frozen=True)
@@ -90,34 +100,105 @@ def pending(conn: psycopg.Connection[Any]) -> list[Migration]:
     return [m for m in available() if m.version not in done]
 
 
-def migrate(conn: psycopg.Connection[Any], *, dev_auth_stub: bool = False) -> list[str]:
-    """Apply pending migrations, each in its own transaction. Returns the names applied."""
+@dataclass(frozen=True)
+class Definition:
+    """SQL rendered from the profile mapping, re-applied whenever its rendering changes."""
+
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def definitions(mapping: ProfileMapping, facts: TableFacts) -> list[Definition]:
+    return [Definition("profile_mapping", profilesql.render(mapping, facts))]
+
+
+def preflight(conn: psycopg.Connection[Any], mapping: ProfileMapping) -> TableFacts:
+    """The profile table's facts, after checking that the mapping fits it; ConfigError (the first problem,
+    naming its config key) otherwise. Reads the catalog only."""
+    facts = catalog.read_table(conn, mapping)
+    problems = catalog.check(mapping, facts)
+    if problems:
+        more = f" (and {len(problems) - 1} more: profilesync config check)" if len(problems) > 1 else ""
+        raise ConfigError(problems[0] + more)
+    return facts or catalog.SEED_FACTS
+
+
+def _recorded_checksums(conn: psycopg.Connection[Any]) -> dict[str, str]:
+    exists = conn.execute("SELECT to_regclass('profile_sync.definitions') IS NOT NULL").fetchone()
+    if not exists or not exists[0]:
+        return {}
+    return dict(conn.execute("SELECT name, checksum FROM profile_sync.definitions").fetchall())
+
+
+def _has_auth(conn: psycopg.Connection[Any]) -> None:
+    has_auth = conn.execute("SELECT to_regclass('auth.users') IS NOT NULL").fetchone()
+    if not has_auth or not has_auth[0]:
+        raise MigrationError(
+            "auth.users does not exist: point DATABASE_URL at a Supabase database, "
+            "or run `profilesync migrate --dev-auth-stub` on plain PostgreSQL"
+        )
+
+
+def migrate(
+    conn: psycopg.Connection[Any], mapping: ProfileMapping = DEFAULT, *, dev_auth_stub: bool = False
+) -> list[str]:
+    """Apply pending migrations and the profile definitions rendered for `mapping`, all in one transaction:
+    a failure leaves the database as it was. The mapping is checked against the catalog first (preflight).
+    Returns the names of the migrations applied."""
     conn.autocommit = True
     conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
     try:
+        with conn.transaction():
+            if dev_auth_stub:
+                conn.execute(auth_stub().encode())
+            _has_auth(conn)
+            preflight(conn, mapping)
+            conn.execute(BOOTSTRAP.encode())
+            names = []
+            for migration in pending(conn):
+                try:
+                    with conn.transaction():
+                        conn.execute(migration.read().encode())
+                        conn.execute(RECORD, (migration.version, migration.name))
+                except psycopg.Error as exc:
+                    raise MigrationError(f"{migration.filename}: {exc}") from exc
+                names.append(migration.name)
+            # Rendered from the table as it is now (a fresh install has just created the seed's).
+            facts = catalog.read_table(conn, mapping) or catalog.SEED_FACTS
+            recorded = _recorded_checksums(conn)
+            rendered = []
+            for definition in definitions(mapping, facts):
+                if recorded.get(definition.name) == definition.checksum:
+                    continue
+                try:
+                    with conn.transaction():
+                        conn.execute(definition.sql.encode())
+                        conn.execute(_RECORD_DEFINITION, (definition.name, definition.checksum))
+                except psycopg.Error as exc:
+                    raise MigrationError(f"definition {definition.name}: {exc}") from exc
+                rendered.append(definition.name)
         if dev_auth_stub:
-            conn.execute(auth_stub().encode())
             log.info("auth stub applied")
-        has_auth = conn.execute("SELECT to_regclass('auth.users') IS NOT NULL").fetchone()
-        if not has_auth or not has_auth[0]:
-            raise MigrationError(
-                "auth.users does not exist: point DATABASE_URL at a Supabase database, "
-                "or run `profilesync migrate --dev-auth-stub` on plain PostgreSQL"
-            )
-        conn.execute(BOOTSTRAP.encode())
-        names = []
-        for migration in pending(conn):
-            try:
-                with conn.transaction():
-                    conn.execute(migration.read().encode())
-                    conn.execute(RECORD, (migration.version, migration.name))
-            except psycopg.Error as exc:
-                raise MigrationError(f"{migration.filename}: {exc}") from exc
-            log.info("migration applied", migration=migration.name)
-            names.append(migration.name)
+        for name in names:
+            log.info("migration applied", migration=name)
+        for name in rendered:
+            log.info("definition applied", definition=name)
         return names
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+
+
+def plan(conn: psycopg.Connection[Any], mapping: ProfileMapping = DEFAULT) -> str:
+    """The SQL `migrate` would run now (pending migrations, then the rendered definitions), changing nothing.
+    Definitions are rendered for the table as it is; on a fresh install, as migrate creates the seed's."""
+    facts = preflight(conn, mapping)
+    parts = [f"-- {m.filename}\n{m.read().rstrip()}\n" for m in pending(conn)]
+    parts += [f"-- definition {d.name}\n{d.sql.rstrip()}\n" for d in definitions(mapping, facts)]
+    return "\n".join(parts)
 
 
 def require_schema(conn: psycopg.Connection[Any]) -> None:

@@ -13,7 +13,7 @@ import psycopg
 from psycopg import errors
 from psycopg_pool import ConnectionPool
 
-from profilesync import db
+from profilesync import db, dropped
 from profilesync.chat.errors import ProfileNotReadyError, UnknownUserError
 from profilesync.chat.model import Conversation, parse_user_id
 from profilesync.chat.readiness import ReadinessListener
@@ -218,7 +218,11 @@ class ChatService:
         ms = str(max(1, round(budget * 1000)))
         try:
             with self._connection() as conn:
-                row = conn.execute(_CREATE_PROFILE, (ms, [user_id])).fetchone()
+                conn.add_notice_handler(dropped.report)  # values the table's constraints rejected
+                try:
+                    row = conn.execute(_CREATE_PROFILE, (ms, [user_id])).fetchone()
+                finally:
+                    conn.remove_notice_handler(dropped.report)
         except (errors.LockNotAvailable, errors.QueryCanceled) as exc:
             log.warning("inline profile creation timed out", user_id=str(user_id), budget_s=budget)
             raise ProfileNotReadyError(f"user {user_id}, inline creation blocked for {budget:g}s") from exc

@@ -163,7 +163,12 @@ def run(settings: Settings, *, burst: bool = False, name: str | None = None) -> 
         runtime.close()
 
 
-WORKER_METRICS = [metrics.PROFILES_CREATED, metrics.JOBS_FAILED, metrics.SIGNUP_TO_PROFILE]
+WORKER_METRICS = [
+    metrics.PROFILES_CREATED,
+    metrics.PROFILE_VALUES_DROPPED,
+    metrics.JOBS_FAILED,
+    metrics.SIGNUP_TO_PROFILE,
+]
 
 
 def run_pool(settings: Settings, processes: int, *, burst: bool = False) -> None:
