@@ -17,18 +17,23 @@ from pydantic import ValidationError
 
 from profilesync import db, logs
 from profilesync.config import Settings, describe_settings_error, redact
+from profilesync.errors import ConfigError
 from profilesync.explain import explain
 
 Command = Callable[[argparse.Namespace, Settings], int]
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from profilesync.migrate import migrate
+    from profilesync.migrate import migrate, plan
 
+    mapping = settings.profile_mapping()
     if args.emit_supabase is not None:
         return _emit_supabase(args.emit_supabase)
     with db.connect(settings.database_url, autocommit=True) as conn:
-        applied = migrate(conn, dev_auth_stub=args.dev_auth_stub)
+        if args.dry_run:
+            print(plan(conn, mapping), end="")
+            return 0
+        applied = migrate(conn, mapping, dev_auth_stub=args.dev_auth_stub)
     print(
         f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else " (up to date)")
     )
@@ -47,6 +52,27 @@ def _emit_supabase(directory: Path) -> int:
         "that `profilesync migrate` already set up, record them instead: "
         f"supabase migration repair --status applied {versions}"
     )
+    return 0
+
+
+def cmd_config_check(args: argparse.Namespace, settings: Settings) -> int:
+    from profilesync import catalog
+
+    mapping = settings.profile_mapping()
+    with db.connect(settings.database_url, autocommit=True, application_name="profilesync-config") as conn:
+        facts = catalog.read_table(conn, mapping)
+    problems = catalog.check(mapping, facts)
+    for problem in problems:
+        print(f"profilesync: {ConfigError(problem)}", file=sys.stderr)
+    if problems:
+        return 2
+    source = str(settings.config) if settings.config else "no PROFILESYNC_CONFIG: the seed's mapping"
+    print(f"{mapping.qualified}: {len(mapping.columns)} mapped column(s) fit ({source})")
+    if facts is not None and not facts.cascades:
+        print(
+            f"advice: {mapping.qualified}'s reference to auth.users has no ON DELETE CASCADE: deleting a "
+            "user then fails with 23503 while the profile exists"
+        )
     return 0
 
 
@@ -293,7 +319,10 @@ def build_parser() -> argparse.ArgumentParser:
         "migrate",
         "apply the SQL migrations (safe to run again)",
         "Creates the profile_sync schema, the signup trigger on auth.users and the roles' grants; each\n"
-        "sql/NNNN_*.sql runs once, recorded in profile_sync.schema_migrations. Run it as the database owner.",
+        "sql/NNNN_*.sql runs once, recorded in profile_sync.schema_migrations, then the definitions\n"
+        "rendered from PROFILESYNC_CONFIG. Checks the config first; all in one transaction (a failure\n"
+        "changes nothing). Run it as the database owner.",
+        "config",
         *db_env,
     )
     p.add_argument(
@@ -307,7 +336,25 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="write the migrations as Supabase CLI files into DIR (e.g. supabase/migrations) instead",
     )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the SQL migrate would run (pending migrations, the rendered definitions); change nothing",
+    )
     p.set_defaults(func=cmd_migrate)
+
+    p = _add(
+        sub,
+        "config",
+        "check PROFILESYNC_CONFIG against the database (exit 2 when it does not fit)",
+        "Reads the profile table PROFILESYNC_CONFIG names from the catalog and checks the mapping: the\n"
+        "table and columns exist, the primary key references auth.users (id), mapped columns are text-like,\n"
+        "every NOT NULL column without a default is filled. One line per problem, naming its config key.",
+        "config",
+        *db_env,
+    )
+    p.add_argument("action", choices=["check"], help="check: validate the config against the catalog")
+    p.set_defaults(func=cmd_config_check)
 
     p = _add(
         sub,
@@ -478,6 +525,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 141  # as if killed by SIGPIPE
     except KeyboardInterrupt:
         return 130
+    except ConfigError as exc:  # PROFILESYNC_CONFIG unreadable or not fitting the database: nothing changed
+        print(f"profilesync: {redact(str(exc))}", file=sys.stderr)
+        return 2
     except Exception as exc:
         message = explain(exc, settings)
         if message is None:  # a bug, not an operator mistake: keep its traceback
