@@ -31,12 +31,18 @@ _LOCK_KEY = 0x70726F66  # advisory lock shared by concurrent migrators
 
 log = get_logger(__name__)
 
-# The bookkeeping table, created before the first migration (and by every file of --emit-supabase).
+# The bookkeeping tables, created before the first migration (and by every file of --emit-supabase): the
+# migrations applied, and the checksum of each rendered definition applied.
 BOOTSTRAP = """\
 CREATE SCHEMA IF NOT EXISTS profile_sync;
 CREATE TABLE IF NOT EXISTS profile_sync.schema_migrations (
   version text PRIMARY KEY,
   name text NOT NULL,
+  applied_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS profile_sync.definitions (
+  name text PRIMARY KEY,
+  checksum text NOT NULL,
   applied_at timestamptz NOT NULL DEFAULT now()
 );
 """

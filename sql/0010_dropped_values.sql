@@ -80,12 +80,3 @@ BEGIN
     REVOKE ALL ON profile_sync.dropped_values FROM anon, authenticated;
   END IF;
 END $$;
-
--- Where the rendered profile definitions stand: the checksum of each as last applied (profilesync.migrate
--- re-applies one whose rendering changed: another PROFILESYNC_CONFIG, a new release).
-CREATE TABLE profile_sync.definitions (
-  name text PRIMARY KEY,
-  checksum text NOT NULL,
-  applied_at timestamptz NOT NULL DEFAULT now()
-);
-REVOKE ALL ON profile_sync.definitions FROM PUBLIC;

@@ -1,0 +1,298 @@
+"""Apps with their own profile table (PROFILESYNC_CONFIG): two schemas that are not the seed's.
+
+`profiles`: public.profiles as Supabase's starters make it (a unique username with a CHECK on its length, a
+reference to auth.users without ON DELETE CASCADE, the app's own RLS policies), referenced by posts.author_id
+and channels.created_by. `accounts`: app.accounts keyed by account_id, a NOT NULL unique varchar handle,
+referenced by app.notes.owner. Users sign up as GoTrue signs them up and insert their first row through
+PostgREST's request shape at once, with the publisher and worker running or stopped.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from profilesync.config import Settings
+from profilesync.devkit.children import Children
+from profilesync.devkit.signups import KINDS, make_signup
+from profilesync.errors import ConfigError
+from profilesync.mapping import load
+from profilesync.migrate import auth_stub, migrate
+from tests.harness import act_as, count, drain_once, gotrue_signup, process_env, run_worker_burst, wait_for
+from tests.servers import OWNER, DatabaseFactory, as_role, create_owned_database
+
+Conn = psycopg.Connection[Any]
+
+
+@dataclass(frozen=True)
+class App:
+    name: str
+    ddl: str
+    config: str
+    profile: str  # the profile table
+    key: str  # its user id column
+    columns: tuple[str, ...]  # the mapped columns, in config order
+    first_insert: str  # the user's first row through PostgREST: %(uid)s is the user id
+
+
+PROFILES = App(
+    name="profiles",
+    ddl="""
+    CREATE TABLE public.profiles (
+      id uuid PRIMARY KEY REFERENCES auth.users (id),
+      username text UNIQUE CONSTRAINT username_length CHECK (char_length(username) >= 3),
+      full_name text,
+      website text,
+      updated_at timestamptz
+    );
+    ALTER TABLE public.profiles ENABLE ROW LEVEL SECURITY;
+    CREATE POLICY "Public profiles are viewable by everyone." ON public.profiles FOR SELECT USING (true);
+    CREATE POLICY "Users can update own profile." ON public.profiles FOR UPDATE
+      USING ((SELECT auth.uid()) = id);
+    GRANT SELECT, UPDATE (username, full_name, website) ON public.profiles TO authenticated;
+
+    CREATE TABLE public.posts (
+      id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+      author_id uuid NOT NULL REFERENCES public.profiles (id),
+      body text
+    );
+    ALTER TABLE public.posts ENABLE ROW LEVEL SECURITY;
+    CREATE POLICY "Users write their own posts." ON public.posts FOR INSERT TO authenticated
+      WITH CHECK (author_id = (SELECT auth.uid()));
+    CREATE POLICY "Posts are public." ON public.posts FOR SELECT USING (true);
+    GRANT SELECT, INSERT (author_id, body) ON public.posts TO authenticated, service_role;
+
+    CREATE TABLE public.channels (
+      id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+      created_by uuid NOT NULL REFERENCES public.profiles (id),
+      slug text
+    );
+    ALTER TABLE public.channels ENABLE ROW LEVEL SECURITY;
+    CREATE POLICY "Users create channels." ON public.channels FOR INSERT TO authenticated
+      WITH CHECK (created_by = (SELECT auth.uid()));
+    GRANT INSERT (created_by, slug) ON public.channels TO authenticated, service_role;
+    """,
+    config="""
+    [profile]
+    table = "public.profiles"
+    [profile.columns]
+    username = ["meta.user_name", "meta.preferred_username"]
+    full_name = ["meta.full_name", "meta.name"]
+    website = ["meta.website"]
+    """,
+    profile="public.profiles",
+    key="id",
+    columns=("username", "full_name", "website"),
+    first_insert="INSERT INTO public.posts (author_id, body) VALUES (%(uid)s, 'hello')",
+)
+
+ACCOUNTS = App(
+    name="accounts",
+    ddl="""
+    CREATE SCHEMA app;
+    GRANT USAGE ON SCHEMA app TO authenticated, service_role;
+    CREATE TABLE app.accounts (
+      account_id uuid PRIMARY KEY REFERENCES auth.users (id) ON DELETE CASCADE,
+      handle varchar(40) NOT NULL UNIQUE,
+      contact text,
+      avatar text,
+      joined timestamptz NOT NULL DEFAULT now()
+    );
+    ALTER TABLE app.accounts ENABLE ROW LEVEL SECURITY;
+    CREATE POLICY accounts_own ON app.accounts FOR SELECT TO authenticated
+      USING (account_id = (SELECT auth.uid()));
+    GRANT SELECT ON app.accounts TO authenticated;
+
+    CREATE TABLE app.notes (
+      id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+      owner uuid NOT NULL REFERENCES app.accounts (account_id) ON DELETE CASCADE,
+      body text
+    );
+    ALTER TABLE app.notes ENABLE ROW LEVEL SECURITY;
+    CREATE POLICY notes_own ON app.notes FOR ALL TO authenticated
+      USING (owner = (SELECT auth.uid())) WITH CHECK (owner = (SELECT auth.uid()));
+    GRANT SELECT, INSERT (owner, body) ON app.notes TO authenticated, service_role;
+    """,
+    config="""
+    [profile]
+    table = "app.accounts"
+    [profile.columns]
+    handle = ["meta.user_name", "meta.preferred_username", "email", "phone"]
+    contact = ["email", "phone"]
+    avatar = ["meta.avatar_url", "meta.picture"]
+    """,
+    profile="app.accounts",
+    key="account_id",
+    columns=("handle", "contact", "avatar"),
+    first_insert="INSERT INTO app.notes (owner, body) VALUES (%(uid)s, 'first note')",
+)
+
+APPS = [PROFILES, ACCOUNTS]
+
+
+@pytest.fixture(params=APPS, ids=lambda app: app.name)
+def app(request: pytest.FixtureRequest) -> App:
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def app_settings(
+    app: App, database_factory: DatabaseFactory, settings: Settings, tmp_path: Path
+) -> Iterator[Settings]:
+    """A database of its own with the app's schema, migrated for the app's config by the owner."""
+    name = f"profilesync_app_{uuid.uuid4().hex[:12]}"
+    url = create_owned_database(database_factory.admin_url, name)
+    config = tmp_path / "profilesync.toml"
+    config.write_text(app.config)
+    try:
+        with psycopg.connect(as_role(url, OWNER), autocommit=True) as owner:
+            owner.execute(auth_stub().encode())
+            owner.execute(app.ddl.encode())
+            migrate(owner, load(config))
+        yield settings.model_copy(update={"database_url": url, "config": config})
+    finally:
+        database_factory.drop(url)
+
+
+def _expected(app: App, signup: Any) -> dict[str, Any]:
+    """The profile the app's mapping makes of a simulated signup (values of devkit.signups are clean)."""
+    meta = signup.user_meta
+    if app is PROFILES:
+        return {
+            "username": meta.get("user_name") or meta.get("preferred_username"),
+            "full_name": meta.get("full_name") or meta.get("name"),
+            "website": None,
+        }
+    return {
+        "handle": meta.get("user_name") or meta.get("preferred_username") or signup.email or signup.phone,
+        "contact": signup.email or signup.phone,
+        "avatar": meta.get("avatar_url") or meta.get("picture"),
+    }
+
+
+def _profile(conn: Conn, app: App, user_id: uuid.UUID) -> dict[str, Any] | None:
+    query = sql.SQL("SELECT {cols} FROM {table} WHERE {key} = %s").format(
+        cols=sql.SQL(", ").join(sql.Identifier(c) for c in app.columns),
+        table=sql.Identifier(*app.profile.split(".")),
+        key=sql.Identifier(app.key),
+    )
+    row = conn.execute(query, (user_id,)).fetchone()
+    return None if row is None else dict(zip(app.columns, row, strict=True))
+
+
+def _first_insert(conn: Conn, app: App, user_id: uuid.UUID) -> None:
+    """The user's first row, as PostgREST runs a POST with the user's JWT."""
+    with conn.transaction():
+        act_as(conn, "authenticated", user_id, "/" + app.first_insert.split()[2].split(".")[-1])
+        conn.execute(app.first_insert, {"uid": user_id})
+
+
+def _seed_tables(conn: Conn) -> int:
+    return count(
+        conn,
+        "SELECT count(*) FROM pg_class WHERE oid IN "
+        "(to_regclass('public.user_profiles'), to_regclass('public.chat_conversations'))",
+    )
+
+
+@pytest.mark.parametrize("workers", ["running", "stopped"])
+def test_every_signup_kind_inserts_its_first_row_at_once(
+    app: App, app_settings: Settings, tmp_path: Path, workers: str
+) -> None:
+    with psycopg.connect(app_settings.database_url, autocommit=True) as conn:
+        assert _seed_tables(conn) == 0
+        children = Children(process_env(app_settings, PROFILESYNC_CONFIG=str(app_settings.config)), tmp_path)
+        if workers == "running":
+            children.start("publisher", "publisher")
+            children.start("worker", "worker")
+        try:
+            signups = {}
+            for kind in KINDS:
+                simulated = make_signup(kind)
+                uid = gotrue_signup(conn, kind, id=simulated.id)
+                _first_insert(conn, app, uid)  # never 23503: psycopg raises on any error
+                signups[uid] = simulated
+            for uid, simulated in signups.items():
+                assert _profile(conn, app, uid) == _expected(app, simulated), simulated.kind
+            if workers == "running":
+                assert wait_for(
+                    lambda: count(conn, "SELECT count(*) FROM profile_sync.signup_events") == 0, timeout=30
+                ), children.logs()[-3000:]
+        finally:
+            codes = children.stop(timeout=20)
+        if workers == "running":
+            assert codes == {"publisher": 0, "worker": 0}, children.logs()[-3000:]
+        per_user = conn.execute(
+            sql.SQL("SELECT {key}, count(*) FROM {table} GROUP BY 1").format(
+                key=sql.Identifier(app.key), table=sql.Identifier(*app.profile.split("."))
+            )
+        ).fetchall()
+        assert dict(per_user) == dict.fromkeys(signups, 1)
+
+
+def test_values_the_app_rejects_are_dropped_never_the_profile(app: App, app_settings: Settings) -> None:
+    """A taken or too-short username, on the worker's batch path (first come, first served, in signup
+    order) and on a client's first insert: every user has a profile, each dropped value is recorded. A
+    NOT NULL handle gets the user's id instead of NULL."""
+    with psycopg.connect(app_settings.database_url, autocommit=True) as conn:
+        metas = [{"user_name": "taken"}, {"user_name": "taken"}, {"user_name": "ab"}, {"user_name": "fine"}]
+        users = [gotrue_signup(conn, "github", user_meta={**meta, "full_name": "Ada"}) for meta in metas]
+        # the worker: one batch with all of them
+        assert drain_once(app_settings) >= len(users)
+        run_worker_burst(app_settings)
+        # a client inserting right after a signup whose username is taken too
+        late = gotrue_signup(conn, "github", user_meta={"user_name": "taken"})
+        _first_insert(conn, app, late)
+
+        column = app.columns[0]
+        profiles = {uid: _profile(conn, app, uid) for uid in [*users, late]}
+        assert all(p is not None for p in profiles.values())
+        values = [p[column] for p in profiles.values() if p is not None]
+        expected = {
+            PROFILES.name: ["taken", None, None, "fine", None],
+            ACCOUNTS.name: ["taken", str(users[1]), "ab", "fine", str(late)],
+        }[app.name]
+        assert values == expected
+        dropped = conn.execute(
+            "SELECT user_id, column_name, reason FROM profile_sync.dropped_values ORDER BY id"
+        ).fetchall()
+        reasons = {
+            PROFILES.name: [
+                (users[1], "profiles_username_key"),
+                (users[2], "username_length"),
+                (late, "profiles_username_key"),
+            ],
+            ACCOUNTS.name: [(users[1], "accounts_handle_key"), (late, "accounts_handle_key")],
+        }[app.name]
+        assert [(u, r) for u, c, r in dropped] == reasons
+        assert {c for _, c, _ in dropped} == {column}
+        # the other columns kept their values
+        full = {PROFILES.name: "full_name", ACCOUNTS.name: "contact"}[app.name]
+        assert all(p is not None and p[full] is not None for p in profiles.values())
+        assert count(conn, "SELECT count(*) FROM profile_sync.signup_events WHERE failed_at IS NOT NULL") == 0
+
+
+def test_migrate_refuses_a_config_that_does_not_fit_and_changes_nothing(
+    database_factory: DatabaseFactory, tmp_path: Path
+) -> None:
+    url = create_owned_database(database_factory.admin_url, f"profilesync_app_{uuid.uuid4().hex[:12]}")
+    try:
+        with psycopg.connect(as_role(url, OWNER), autocommit=True) as owner:
+            owner.execute(auth_stub().encode())
+            owner.execute(PROFILES.ddl.encode())
+            owner.execute("ALTER TABLE public.profiles ADD COLUMN bio text NOT NULL")
+            config = tmp_path / "c.toml"
+            config.write_text(PROFILES.config)
+            with pytest.raises(ConfigError, match=r"profile\.columns\.bio: .* NOT NULL without a default"):
+                migrate(owner, load(config))
+            assert count(owner, "SELECT count(*) FROM pg_namespace WHERE nspname = 'profile_sync'") == 0
+            assert count(owner, "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'profile_sync%'") == 0
+    finally:
+        database_factory.drop(url)
