@@ -32,6 +32,18 @@ def signup(conn: psycopg.Connection[Any], kind: str = "email", **changes: Any) -
     return simulated.id
 
 
+def reject_profile_of(
+    conn: psycopg.Connection[Any], user_id: uuid.UUID, constraint: str = "no_mallory"
+) -> None:
+    """The app's own constraint (CHECK, 23514) rejecting this user's profile whatever its values: it names no
+    mapped column, so dropping the profile's values cannot satisfy it and the user fails for good."""
+    conn.execute(
+        sql.SQL("ALTER TABLE public.user_profiles ADD CONSTRAINT {} CHECK (id <> {}::uuid)").format(
+            sql.Identifier(constraint), sql.Literal(str(user_id))
+        )
+    )
+
+
 def jwt_claims(role: str, user_id: uuid.UUID | None) -> dict[str, Any]:
     """The claims of a Supabase client's JWT: a user's access token, or the anon / service key (no sub)."""
     now = int(time.time())
