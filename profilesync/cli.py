@@ -28,9 +28,15 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     if args.emit_supabase is not None:
         return _emit_supabase(args.emit_supabase)
     with db.connect(settings.database_url, autocommit=True) as conn:
-        applied = migrate(conn, dev_auth_stub=args.dev_auth_stub)
+        done = migrate(conn, dev_auth_stub=args.dev_auth_stub)
+    applied = done.migrations
     print(
         f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else " (up to date)")
+    )
+    print(
+        f"applied {len(done.definitions)} definition(s)"
+        if done.definitions
+        else "definitions up to date"
     )
     return 0
 

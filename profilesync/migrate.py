@@ -1,5 +1,5 @@
 """Apply the packaged SQL migrations (sql/NNNN_*.sql) in order, once each, recorded in
-profile_sync.schema_migrations.
+profile_sync.schema_migrations; then the definitions (profilesync.definitions) when they changed or drifted.
 
 The top-level sql/ directory of the source tree is installed as the package `profilesync.sql` (see
 pyproject.toml), so a wheel carries the same files a reader finds in the repository; they are read with
@@ -16,6 +16,8 @@ from typing import Any
 
 import psycopg
 
+from profilesync import definitions
+from profilesync.definitions import Context
 from profilesync.errors import MigrationError, SchemaMissingError
 from profilesync.logs import get_logger
 
@@ -25,13 +27,24 @@ _LOCK_KEY = 0x70726F66  # advisory lock shared by concurrent migrators
 
 log = get_logger(__name__)
 
-# The bookkeeping table, created before the first migration (and by every file of --emit-supabase).
+# The bookkeeping tables, created before the first migration (and by every file of --emit-supabase): the
+# migrations applied, the checksum of each definition applied, and the state of every object of ours that the
+# last apply left (profilesync.definitions.STATE), against which doctor reports drift.
 BOOTSTRAP = """\
 CREATE SCHEMA IF NOT EXISTS profile_sync;
 CREATE TABLE IF NOT EXISTS profile_sync.schema_migrations (
   version text PRIMARY KEY,
   name text NOT NULL,
   applied_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS profile_sync.definitions (
+  name text PRIMARY KEY,
+  checksum text NOT NULL,
+  applied_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS profile_sync.definition_objects (
+  object text PRIMARY KEY,
+  state text NOT NULL
 );
 """
 RECORD = "INSERT INTO profile_sync.schema_migrations (version, name) VALUES (%s, %s)"
@@ -90,8 +103,20 @@ def pending(conn: psycopg.Connection[Any]) -> list[Migration]:
     return [m for m in available() if m.version not in done]
 
 
-def migrate(conn: psycopg.Connection[Any], *, dev_auth_stub: bool = False) -> list[str]:
-    """Apply pending migrations, each in its own transaction. Returns the names applied."""
+@dataclass(frozen=True)
+class Migrated:
+    """What one `migrate` did: the migrations applied, and the definitions applied (all of them when any one
+    changed or an object drifted; none when the database already matched them)."""
+
+    migrations: list[str]
+    definitions: list[str]
+
+
+def migrate(
+    conn: psycopg.Connection[Any], *, dev_auth_stub: bool = False, context: Context | None = None
+) -> Migrated:
+    """Apply pending migrations, each in its own transaction, then the definitions rendered for `context`
+    (default: the seed application's schema) in one transaction if they changed or drifted."""
     conn.autocommit = True
     conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
     try:
@@ -115,9 +140,21 @@ def migrate(conn: psycopg.Connection[Any], *, dev_auth_stub: bool = False) -> li
                 raise MigrationError(f"{migration.filename}: {exc}") from exc
             log.info("migration applied", migration=migration.name)
             names.append(migration.name)
-        return names
+        return Migrated(names, _apply_definitions(conn, context or Context()))
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+
+
+def _apply_definitions(conn: psycopg.Connection[Any], context: Context) -> list[str]:
+    rendered = definitions.render(context)
+    with conn.transaction():
+        outdated = definitions.outdated(conn, rendered)
+        drifted = definitions.drift(conn)
+        if not outdated and not drifted:
+            return []
+        definitions.apply(conn, rendered)
+    log.info("definitions applied", changed=outdated, drifted=drifted)
+    return [d.name for d in rendered]
 
 
 def require_schema(conn: psycopg.Connection[Any]) -> None:
