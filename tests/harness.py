@@ -19,9 +19,9 @@ from rq.worker import SimpleWorker
 
 from profilesync.config import Settings
 from profilesync.devkit.signups import insert_signup, make_signup
+from profilesync.publisher.service import Publisher
 from profilesync.queueing import connect_redis, profiles_queue
-from publisher.service import Publisher
-from worker import runtime
+from profilesync.worker import runtime
 
 
 def signup(conn: psycopg.Connection[Any], kind: str = "email", **changes: Any) -> uuid.UUID:
