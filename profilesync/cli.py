@@ -33,10 +33,12 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
         if args.dry_run:
             print(plan(conn, mapping), end="")
             return 0
-        applied = migrate(conn, mapping, dev_auth_stub=args.dev_auth_stub)
+        done = migrate(conn, mapping, dev_auth_stub=args.dev_auth_stub)
+    applied = done.migrations
     print(
         f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else " (up to date)")
     )
+    print(f"applied {len(done.definitions)} definition(s)" if done.definitions else "definitions up to date")
     return 0
 
 

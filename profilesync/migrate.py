@@ -1,7 +1,7 @@
 """Apply the packaged SQL migrations (sql/NNNN_*.sql) in order, once each, recorded in
-profile_sync.schema_migrations; then the definitions rendered from the profile mapping
-(profilesync.profilesql), each re-applied when its rendering changed, recorded by checksum in
-profile_sync.definitions. All of it in one transaction, after a preflight of the mapping against the catalog.
+profile_sync.schema_migrations; then the definitions (profilesync.definitions) rendered for the profile
+mapping when they changed or drifted. All of it in one transaction (a failure leaves the database as it was),
+after a preflight of the mapping against the catalog (profilesync.catalog).
 
 The top-level sql/ directory of the source tree is installed as the package `profilesync.sql` (see
 pyproject.toml), so a wheel carries the same files a reader finds in the repository; they are read with
@@ -10,7 +10,6 @@ importlib.resources, never from a path relative to this file.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -19,8 +18,9 @@ from typing import Any
 
 import psycopg
 
-from profilesync import catalog, profilesql
+from profilesync import catalog, definitions
 from profilesync.catalog import TableFacts
+from profilesync.definitions import Context
 from profilesync.errors import ConfigError, MigrationError, SchemaMissingError
 from profilesync.logs import get_logger
 from profilesync.mapping import DEFAULT, ProfileMapping
@@ -32,7 +32,8 @@ _LOCK_KEY = 0x70726F66  # advisory lock shared by concurrent migrators
 log = get_logger(__name__)
 
 # The bookkeeping tables, created before the first migration (and by every file of --emit-supabase): the
-# migrations applied, and the checksum of each rendered definition applied.
+# migrations applied, the checksum of each definition applied, and the state of every object of ours that the
+# last apply left (profilesync.definitions.STATE), against which doctor reports drift.
 BOOTSTRAP = """\
 CREATE SCHEMA IF NOT EXISTS profile_sync;
 CREATE TABLE IF NOT EXISTS profile_sync.schema_migrations (
@@ -45,12 +46,12 @@ CREATE TABLE IF NOT EXISTS profile_sync.definitions (
   checksum text NOT NULL,
   applied_at timestamptz NOT NULL DEFAULT now()
 );
+CREATE TABLE IF NOT EXISTS profile_sync.definition_objects (
+  object text PRIMARY KEY,
+  state text NOT NULL
+);
 """
 RECORD = "INSERT INTO profile_sync.schema_migrations (version, name) VALUES (%s, %s)"
-_RECORD_DEFINITION = """
-INSERT INTO profile_sync.definitions (name, checksum) VALUES (%s, %s)
-ON CONFLICT (name) DO UPDATE SET checksum = excluded.checksum, applied_at = now()
-"""
 
 
 @dataclass(frozen=True)
@@ -107,24 +108,18 @@ def pending(conn: psycopg.Connection[Any]) -> list[Migration]:
 
 
 @dataclass(frozen=True)
-class Definition:
-    """SQL rendered from the profile mapping, re-applied whenever its rendering changes."""
+class Migrated:
+    """What one `migrate` did: the migrations applied, and the definitions applied (all of them when any one
+    changed or an object drifted; none when the database already matched them)."""
 
-    name: str
-    sql: str
-
-    @property
-    def checksum(self) -> str:
-        return hashlib.sha256(self.sql.encode()).hexdigest()
-
-
-def definitions(mapping: ProfileMapping, facts: TableFacts) -> list[Definition]:
-    return [Definition("profile_mapping", profilesql.render(mapping, facts))]
+    migrations: list[str]
+    definitions: list[str]
 
 
 def preflight(conn: psycopg.Connection[Any], mapping: ProfileMapping) -> TableFacts:
     """The profile table's facts, after checking that the mapping fits it; ConfigError (the first problem,
-    naming its config key) otherwise. Reads the catalog only."""
+    naming its config key) otherwise. Reads the catalog only. A fresh install: the seed's table as 0001
+    creates it."""
     facts = catalog.read_table(conn, mapping)
     problems = catalog.check(mapping, facts)
     if problems:
@@ -133,36 +128,29 @@ def preflight(conn: psycopg.Connection[Any], mapping: ProfileMapping) -> TableFa
     return facts or catalog.SEED_FACTS
 
 
-def _recorded_checksums(conn: psycopg.Connection[Any]) -> dict[str, str]:
-    exists = conn.execute("SELECT to_regclass('profile_sync.definitions') IS NOT NULL").fetchone()
-    if not exists or not exists[0]:
-        return {}
-    return dict(conn.execute("SELECT name, checksum FROM profile_sync.definitions").fetchall())
-
-
-def _has_auth(conn: psycopg.Connection[Any]) -> None:
-    has_auth = conn.execute("SELECT to_regclass('auth.users') IS NOT NULL").fetchone()
-    if not has_auth or not has_auth[0]:
-        raise MigrationError(
-            "auth.users does not exist: point DATABASE_URL at a Supabase database, "
-            "or run `profilesync migrate --dev-auth-stub` on plain PostgreSQL"
-        )
+# Read by sql/0001_tables.sql: the seed's tables are created only for the seed's mapping.
+SEED_TABLES = "SELECT pg_catalog.set_config('profile_sync.seed_tables', %s, true)"
 
 
 def migrate(
     conn: psycopg.Connection[Any], mapping: ProfileMapping = DEFAULT, *, dev_auth_stub: bool = False
-) -> list[str]:
-    """Apply pending migrations and the profile definitions rendered for `mapping`, all in one transaction:
-    a failure leaves the database as it was. The mapping is checked against the catalog first (preflight).
-    Returns the names of the migrations applied."""
+) -> Migrated:
+    """Check `mapping` against the catalog, then apply pending migrations and the definitions rendered for
+    it (when they changed or drifted), in one transaction: a failure leaves the database as it found it."""
     conn.autocommit = True
     conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
     try:
         with conn.transaction():
             if dev_auth_stub:
                 conn.execute(auth_stub().encode())
-            _has_auth(conn)
+            has_auth = conn.execute("SELECT to_regclass('auth.users') IS NOT NULL").fetchone()
+            if not has_auth or not has_auth[0]:
+                raise MigrationError(
+                    "auth.users does not exist: point DATABASE_URL at a Supabase database, "
+                    "or run `profilesync migrate --dev-auth-stub` on plain PostgreSQL"
+                )
             preflight(conn, mapping)
+            conn.execute(SEED_TABLES, ("on" if mapping.is_seed else "off",))
             conn.execute(BOOTSTRAP.encode())
             names = []
             for migration in pending(conn):
@@ -173,38 +161,36 @@ def migrate(
                 except psycopg.Error as exc:
                     raise MigrationError(f"{migration.filename}: {exc}") from exc
                 names.append(migration.name)
-            # Rendered from the table as it is now (a fresh install has just created the seed's).
-            facts = catalog.read_table(conn, mapping) or catalog.SEED_FACTS
-            recorded = _recorded_checksums(conn)
-            rendered = []
-            for definition in definitions(mapping, facts):
-                if recorded.get(definition.name) == definition.checksum:
-                    continue
-                try:
-                    with conn.transaction():
-                        conn.execute(definition.sql.encode())
-                        conn.execute(_RECORD_DEFINITION, (definition.name, definition.checksum))
-                except psycopg.Error as exc:
-                    raise MigrationError(f"definition {definition.name}: {exc}") from exc
-                rendered.append(definition.name)
+            # Rendered for the table as it is now (a fresh install has just created the seed's).
+            context = Context.of(mapping, catalog.read_table(conn, mapping) or catalog.SEED_FACTS)
+            applied = _apply_definitions(conn, context)
         if dev_auth_stub:
             log.info("auth stub applied")
         for name in names:
             log.info("migration applied", migration=name)
-        for name in rendered:
-            log.info("definition applied", definition=name)
-        return names
+        if applied:
+            log.info("definitions applied", definitions=applied)
+        return Migrated(names, applied)
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
 
 
+def _apply_definitions(conn: psycopg.Connection[Any], context: Context) -> list[str]:
+    rendered = definitions.render(context)
+    outdated = definitions.outdated(conn, rendered)
+    drifted = definitions.drift(conn)
+    if not outdated and not drifted:
+        return []
+    definitions.apply(conn, rendered)
+    return [d.name for d in rendered]
+
+
 def plan(conn: psycopg.Connection[Any], mapping: ProfileMapping = DEFAULT) -> str:
-    """The SQL `migrate` would run now (pending migrations, then the rendered definitions), changing nothing.
-    Definitions are rendered for the table as it is; on a fresh install, as migrate creates the seed's."""
-    facts = preflight(conn, mapping)
+    """The SQL `migrate` would run now (pending migrations, then every definition rendered for `mapping`),
+    changing nothing. A fresh install: the definitions are rendered for the seed's table as 0001 makes it."""
+    context = Context.of(mapping, preflight(conn, mapping))
     parts = [f"-- {m.filename}\n{m.read().rstrip()}\n" for m in pending(conn)]
-    parts += [f"-- definition {d.name}\n{d.sql.rstrip()}\n" for d in definitions(mapping, facts)]
-    return "\n".join(parts)
+    return "\n".join([*parts, definitions.script(definitions.render(context))])
 
 
 def require_schema(conn: psycopg.Connection[Any]) -> None:

@@ -231,12 +231,12 @@ BEGIN
     NULL;  -- a value the table's constraints reject: user by user below
   END;
 
-  -- User by user in the batch's order (signup order: first come, first served for a unique value), each
-  -- retried without the values its errors point at until its row goes in.
+  -- User by user, earliest signup first (for a unique value: the first to sign up keeps it), each retried
+  -- without the values its errors point at until its row goes in.
   FOREACH one IN ARRAY (
-    SELECT coalesce(pg_catalog.array_agg(u.x ORDER BY u.first), '{{}}')
-    FROM (SELECT i.x, min(i.n) AS first
-          FROM pg_catalog.unnest(user_ids) WITH ORDINALITY AS i(x, n) GROUP BY i.x) u
+    SELECT coalesce(pg_catalog.array_agg(x.id ORDER BY u.created_at, x.id), '{{}}')
+    FROM (SELECT DISTINCT i.id FROM pg_catalog.unnest(user_ids) AS i(id)) x
+    LEFT JOIN auth.users u ON u.id = x.id
   ) LOOP
     ids := ARRAY[one];
     dropped := '{{}}';

@@ -223,7 +223,7 @@ def _run(
     from profilesync.queueing import connect_redis, profiles_queue
 
     with db.connect(settings.database_url, autocommit=True) as conn:
-        applied = migrate(conn, dev_auth_stub=True)
+        applied = migrate(conn, dev_auth_stub=True).migrations
     out.write(
         f"PostgreSQL {settings.database_url}, Redis {settings.redis_url}: migrated ({len(applied)} "
         f"migrations, dev auth stub); process logs in {logdir}\n"

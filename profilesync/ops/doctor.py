@@ -15,8 +15,10 @@ import redis
 from rq import Worker
 from rq.registry import FailedJobRegistry
 
-from profilesync import db
+from profilesync import catalog, db
 from profilesync.config import Settings, is_transaction_pooler, redact
+from profilesync.definitions import Context
+from profilesync.errors import ConfigError
 from profilesync.explain import explain, first_line
 from profilesync.migrate import pending
 from profilesync.ops import objects
@@ -334,7 +336,7 @@ def _gather_database(settings: Settings, facts: Facts) -> None:
         for name, read in (
             ("migrations", _read_migrations),
             ("trigger", _read_trigger),
-            ("objects", _read_objects),
+            ("objects", lambda c, f: _read_objects(c, f, settings)),
             ("backlog", _read_backlog),
             ("users_without_profiles", _read_without_profiles),
             ("publishers", _read_publishers),
@@ -357,8 +359,14 @@ def _read_trigger(conn: psycopg.Connection[Any], facts: Facts) -> None:
     facts.trigger_enabled = row[0] if row else ""
 
 
-def _read_objects(conn: psycopg.Connection[Any], facts: Facts) -> None:
-    facts.missing_objects = objects.missing(conn)
+def _read_objects(conn: psycopg.Connection[Any], facts: Facts, settings: Settings) -> None:
+    try:
+        mapping = settings.profile_mapping()
+    except ConfigError as exc:
+        facts.errors["objects"] = str(exc)
+        return
+    context = Context.of(mapping, catalog.read_table(conn, mapping) or catalog.SEED_FACTS)
+    facts.missing_objects = objects.missing(conn, context)
 
 
 def _read_backlog(conn: psycopg.Connection[Any], facts: Facts) -> None:

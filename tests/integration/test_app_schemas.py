@@ -237,46 +237,63 @@ def test_every_signup_kind_inserts_its_first_row_at_once(
         assert dict(per_user) == dict.fromkeys(signups, 1)
 
 
+def _ensure_profile(conn: Conn, user_id: uuid.UUID) -> None:
+    """POST /rpc/ensure_profile with the user's JWT."""
+    with conn.transaction():
+        act_as(conn, "authenticated", user_id, "/rpc/ensure_profile")
+        conn.execute("SELECT 1 FROM public.ensure_profile()")
+
+
+def _dropped(conn: Conn) -> list[tuple[uuid.UUID, str, str]]:
+    return conn.execute(
+        "SELECT user_id, column_name, reason FROM profile_sync.dropped_values ORDER BY id"
+    ).fetchall()
+
+
+USERNAME_TAKEN = {PROFILES.name: "profiles_username_key", ACCOUNTS.name: "accounts_handle_key"}
+
+
 def test_values_the_app_rejects_are_dropped_never_the_profile(app: App, app_settings: Settings) -> None:
-    """A taken or too-short username, on the worker's batch path (first come, first served, in signup
-    order) and on a client's first insert: every user has a profile, each dropped value is recorded. A
-    NOT NULL handle gets the user's id instead of NULL."""
+    """A taken or too-short username, on the worker's batch (the earliest signup keeps a unique value) and
+    through ensure_profile(): every user has a profile, each dropped value is recorded, the other columns keep
+    theirs. A NOT NULL handle gets the user's id instead of NULL."""
     with psycopg.connect(app_settings.database_url, autocommit=True) as conn:
         metas = [{"user_name": "taken"}, {"user_name": "taken"}, {"user_name": "ab"}, {"user_name": "fine"}]
         users = [gotrue_signup(conn, "github", user_meta={**meta, "full_name": "Ada"}) for meta in metas]
-        # the worker: one batch with all of them
         assert drain_once(app_settings) >= len(users)
-        run_worker_burst(app_settings)
-        # a client inserting right after a signup whose username is taken too
-        late = gotrue_signup(conn, "github", user_meta={"user_name": "taken"})
-        _first_insert(conn, app, late)
+        run_worker_burst(app_settings)  # one batch with all of them
+        late = gotrue_signup(conn, "github", user_meta={"user_name": "taken", "full_name": "Ada"})
+        _ensure_profile(conn, late)
 
         column = app.columns[0]
-        profiles = {uid: _profile(conn, app, uid) for uid in [*users, late]}
-        assert all(p is not None for p in profiles.values())
-        values = [p[column] for p in profiles.values() if p is not None]
+        profiles = [_profile(conn, app, uid) for uid in [*users, late]]
+        assert all(p is not None for p in profiles)
         expected = {
             PROFILES.name: ["taken", None, None, "fine", None],
             ACCOUNTS.name: ["taken", str(users[1]), "ab", "fine", str(late)],
         }[app.name]
-        assert values == expected
-        dropped = conn.execute(
-            "SELECT user_id, column_name, reason FROM profile_sync.dropped_values ORDER BY id"
-        ).fetchall()
-        reasons = {
-            PROFILES.name: [
-                (users[1], "profiles_username_key"),
-                (users[2], "username_length"),
-                (late, "profiles_username_key"),
-            ],
-            ACCOUNTS.name: [(users[1], "accounts_handle_key"), (late, "accounts_handle_key")],
-        }[app.name]
-        assert [(u, r) for u, c, r in dropped] == reasons
-        assert {c for _, c, _ in dropped} == {column}
-        # the other columns kept their values
-        full = {PROFILES.name: "full_name", ACCOUNTS.name: "contact"}[app.name]
-        assert all(p is not None and p[full] is not None for p in profiles.values())
-        assert count(conn, "SELECT count(*) FROM profile_sync.signup_events WHERE failed_at IS NOT NULL") == 0
+        assert [p[column] for p in profiles if p is not None] == expected
+        other = {PROFILES.name: "full_name", ACCOUNTS.name: "contact"}[app.name]
+        assert all(p is not None and p[other] is not None for p in profiles)
+        taken = USERNAME_TAKEN[app.name]
+        reasons = [
+            (users[1], column, taken),
+            *([(users[2], column, "username_length")] if app is PROFILES else []),
+        ]
+        assert _dropped(conn) == [*reasons, (late, column, taken)]
+        assert count(conn, "SELECT count(*) FROM profile_sync.signup_events") == 0  # none failed
+
+
+def test_a_client_insert_right_after_signup_drops_a_taken_username(app: App, app_settings: Settings) -> None:
+    with psycopg.connect(app_settings.database_url, autocommit=True) as conn:
+        first = gotrue_signup(conn, "github", user_meta={"user_name": "taken"})
+        _first_insert(conn, app, first)
+        second = gotrue_signup(conn, "github", user_meta={"user_name": "taken"})
+        _first_insert(conn, app, second)  # the guard creates the profile without the taken name
+        column = app.columns[0]
+        assert (_profile(conn, app, first) or {}).get(column) == "taken"
+        assert (_profile(conn, app, second) or {}).get(column) == (None if app is PROFILES else str(second))
+        assert _dropped(conn) == [(second, column, USERNAME_TAKEN[app.name])]
 
 
 def test_migrate_refuses_a_config_that_does_not_fit_and_changes_nothing(
@@ -293,6 +310,6 @@ def test_migrate_refuses_a_config_that_does_not_fit_and_changes_nothing(
             with pytest.raises(ConfigError, match=r"profile\.columns\.bio: .* NOT NULL without a default"):
                 migrate(owner, load(config))
             assert count(owner, "SELECT count(*) FROM pg_namespace WHERE nspname = 'profile_sync'") == 0
-            assert count(owner, "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'profile_sync%'") == 0
+            assert count(owner, "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'profile_sync%%'") == 0
     finally:
         database_factory.drop(url)
