@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from profilesync.mapping import ProfileMapping
 
@@ -136,3 +137,30 @@ def check(mapping: ProfileMapping, facts: TableFacts | None) -> list[str]:
                 "default and no source fills it"
             )
     return problems
+
+
+@dataclass(frozen=True)
+class ProfileTable:
+    """Where a user's profile lives, for the operator queries composed around it (backfill, doctor)."""
+
+    schema: str
+    table: str
+    key: str  # the column holding the user's id
+
+    @property
+    def name(self) -> sql.Identifier:
+        return sql.Identifier(self.schema, self.table)
+
+    def has_profile(self, user_id: sql.Composable) -> sql.Composed:
+        """`EXISTS (…)`: the user whose id is the expression `user_id` has a profile (one index probe)."""
+        return sql.SQL("EXISTS (SELECT 1 FROM {} p WHERE p.{} = {})").format(
+            self.name, sql.Identifier(self.key), user_id
+        )
+
+
+SEED_TABLE = ProfileTable("public", "user_profiles", "id")
+
+
+def profile_table(conn: psycopg.Connection[Any], mapping: ProfileMapping) -> ProfileTable:
+    facts = read_table(conn, mapping)
+    return ProfileTable(mapping.schema, mapping.table, (facts.user_key if facts else None) or "id")

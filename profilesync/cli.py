@@ -142,14 +142,17 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
+    from profilesync import catalog
     from profilesync.migrate import require_schema
     from profilesync.ops import backfill
     from profilesync.ops.progress import StatusLine, bar
 
     with db.connect(settings.database_url, autocommit=True, application_name="profilesync-backfill") as conn:
         require_schema(conn)
+        profile = catalog.profile_table(conn, settings.profile_mapping())
         if args.dry_run:
-            print(f"dry run: {backfill.count_candidates(conn):,} user(s) without a profile would be recorded")
+            candidates = backfill.count_candidates(conn, profile)
+            print(f"dry run: {candidates:,} user(s) without a profile would be recorded")
         else:
             total = backfill.count_users(conn)
             line = StatusLine(sys.stderr)
@@ -159,6 +162,7 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
                 on_chunk=lambda scanned, recorded: line.update(
                     f"scanning users {bar(scanned, total)} {scanned:,}/{total:,}  recorded {recorded:,}"
                 ),
+                profile=profile,
             )
             line.finish()
             rate = result.scanned / result.seconds if result.seconds > 0 else 0.0
@@ -168,7 +172,7 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
             )
             if args.wait and result.recorded and not _wait_for_profiles(conn, result.recorded, args.timeout):
                 print(f"gave up waiting after {args.timeout:g}s: are the publisher and workers running?")
-        report = backfill.verification_report(conn, sample=args.sample)
+        report = backfill.verification_report(conn, sample=args.sample, profile=profile)
     print(backfill.format_report(report))
     return 0 if args.dry_run or not args.wait or report.complete else 1
 

@@ -15,7 +15,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
+from profilesync.catalog import SEED_TABLE, ProfileTable
 from profilesync.logs import get_logger
 
 log = get_logger(__name__)
@@ -26,7 +28,7 @@ SIGNUP_CHANNEL = (
 
 # A user needs a backfill when it is live, has no profile and no outbox row. Failed rows are `profilesync
 # replay`'s business: recording them again would only fail again.
-# Two literal statements (not one with `OR $1 IS NULL`) so both can walk the primary key index.
+# Composed for the profile table (profilesync.catalog.ProfileTable): {has_profile} is its EXISTS probe.
 _CHUNK = """
 WITH batch AS (
   SELECT u.id, u.deleted_at FROM auth.users u
@@ -37,7 +39,7 @@ WITH batch AS (
   INSERT INTO profile_sync.signup_events (user_id)
   SELECT b.id FROM batch b
   WHERE b.deleted_at IS NULL
-    AND NOT EXISTS (SELECT 1 FROM public.user_profiles p WHERE p.id = b.id)
+    AND NOT {has_profile}
     AND NOT EXISTS (SELECT 1 FROM profile_sync.signup_events e WHERE e.user_id = b.id)
   ORDER BY b.id
   RETURNING user_id
@@ -47,12 +49,10 @@ SELECT (SELECT b.id FROM batch b ORDER BY b.id DESC LIMIT 1),
        (SELECT count(*) FROM inserted),
        (SELECT i.user_id FROM inserted i LIMIT 1)
 """
-_FIRST_CHUNK = _CHUNK.format(after="")
-_NEXT_CHUNK = _CHUNK.format(after="WHERE u.id > %(after)s")
 _CANDIDATES = """
 SELECT count(*) FROM auth.users b
 WHERE b.deleted_at IS NULL
-  AND NOT EXISTS (SELECT 1 FROM public.user_profiles p WHERE p.id = b.id)
+  AND NOT {has_profile}
   AND NOT EXISTS (SELECT 1 FROM profile_sync.signup_events e WHERE e.user_id = b.id)
 """
 _USERS = "SELECT count(*) FROM auth.users"
@@ -61,18 +61,22 @@ _PENDING_EVENTS = "SELECT count(*) FROM profile_sync.signup_events WHERE failed_
 _REPORT = """
 SELECT
   (SELECT count(*) FROM auth.users u WHERE u.deleted_at IS NULL),
-  (SELECT count(*) FROM public.user_profiles),
-  (SELECT count(*) FROM auth.users u
-   WHERE u.deleted_at IS NULL AND NOT EXISTS (SELECT 1 FROM public.user_profiles p WHERE p.id = u.id)),
+  (SELECT count(*) FROM {table}),
+  (SELECT count(*) FROM auth.users u WHERE u.deleted_at IS NULL AND NOT {has_profile}),
   (SELECT count(*) FROM profile_sync.signup_events e WHERE e.failed_at IS NULL),
   (SELECT count(*) FROM profile_sync.signup_events e WHERE e.failed_at IS NOT NULL)
 """
 _SAMPLE_MISSING = """
 SELECT u.id FROM auth.users u
-WHERE u.deleted_at IS NULL AND NOT EXISTS (SELECT 1 FROM public.user_profiles p WHERE p.id = u.id)
+WHERE u.deleted_at IS NULL AND NOT {has_profile}
 ORDER BY u.created_at, u.id
 LIMIT %s
 """
+
+
+def _compose(template: str, profile: ProfileTable, user_id: str, **parts: sql.Composable) -> sql.Composed:
+    has_profile = profile.has_profile(sql.SQL(user_id))
+    return sql.SQL(template).format(table=profile.name, has_profile=has_profile, **parts)
 
 
 @dataclass(frozen=True)
@@ -95,11 +99,14 @@ class VerificationReport:
         return {**asdict(self), "complete": self.complete}
 
 
-def verification_report(conn: psycopg.Connection[Any], sample: int = 10) -> VerificationReport:
-    row = conn.execute(_REPORT).fetchone()
+def verification_report(
+    conn: psycopg.Connection[Any], sample: int = 10, profile: ProfileTable = SEED_TABLE
+) -> VerificationReport:
+    row = conn.execute(_compose(_REPORT, profile, "u.id")).fetchone()
     assert row is not None
     users, profiles, without, pending, failed = (int(value) for value in row)
-    ids = [str(r[0]) for r in conn.execute(_SAMPLE_MISSING, (sample,))] if without and sample else []
+    missing = _compose(_SAMPLE_MISSING, profile, "u.id")
+    ids = [str(r[0]) for r in conn.execute(missing, (sample,))] if without and sample else []
     return VerificationReport(users, profiles, without, pending, failed, ids)
 
 
@@ -128,9 +135,9 @@ class BackfillResult:
     seconds: float
 
 
-def count_candidates(conn: psycopg.Connection[Any]) -> int:
+def count_candidates(conn: psycopg.Connection[Any], profile: ProfileTable = SEED_TABLE) -> int:
     """Users a backfill would record now (the dry run)."""
-    row = conn.execute(_CANDIDATES).fetchone()
+    row = conn.execute(_compose(_CANDIDATES, profile, "b.id")).fetchone()
     assert row is not None
     return int(row[0])
 
@@ -146,21 +153,25 @@ def record_missing(
     *,
     chunk_size: int = 10_000,
     on_chunk: Callable[[int, int], None] | None = None,
+    profile: ProfileTable = SEED_TABLE,
 ) -> BackfillResult:
     """Walk auth.users by id in chunks; record an outbox event for each user that needs a profile.
 
     Each chunk is its own transaction (short locks, visible progress, a crash loses at most one chunk, which a
     re-run redoes) and wakes the publisher with one NOTIFY. `on_chunk(scanned, recorded)` reports totals.
     """
+    # Two literal statements (not one with `OR $1 IS NULL`) so both can walk the primary key index.
+    first_chunk = _compose(_CHUNK, profile, "b.id", after=sql.SQL(""))
+    next_chunk = _compose(_CHUNK, profile, "b.id", after=sql.SQL("WHERE u.id > %(after)s"))
     started = time.monotonic()
     after: uuid.UUID | None = None
     scanned = recorded = chunks = 0
     while True:
         with conn.transaction():
             if after is None:
-                row = conn.execute(_FIRST_CHUNK, {"limit": chunk_size}).fetchone()
+                row = conn.execute(first_chunk, {"limit": chunk_size}).fetchone()
             else:
-                row = conn.execute(_NEXT_CHUNK, {"after": after, "limit": chunk_size}).fetchone()
+                row = conn.execute(next_chunk, {"after": after, "limit": chunk_size}).fetchone()
             assert row is not None
             last_id, in_chunk, inserted, sample_id = row
             if inserted:

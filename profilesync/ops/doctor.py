@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import psycopg
 import redis
+from psycopg import sql
 from rq import Worker
 from rq.registry import FailedJobRegistry
 
@@ -69,7 +70,7 @@ _WITHOUT_PROFILES = """
 SELECT count(*),
        count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM profile_sync.signup_events e WHERE e.user_id = u.id))
 FROM auth.users u
-WHERE u.deleted_at IS NULL AND NOT EXISTS (SELECT 1 FROM public.user_profiles p WHERE p.id = u.id)
+WHERE u.deleted_at IS NULL AND NOT {has_profile}
 """
 
 # Publishers register their LISTEN backend's pid; a row whose backend is gone is a dead publisher's leftover.
@@ -338,7 +339,7 @@ def _gather_database(settings: Settings, facts: Facts) -> None:
             ("trigger", _read_trigger),
             ("objects", lambda c, f: _read_objects(c, f, settings)),
             ("backlog", _read_backlog),
-            ("users_without_profiles", _read_without_profiles),
+            ("users_without_profiles", lambda c, f: _read_without_profiles(c, f, settings)),
             ("publishers", _read_publishers),
             ("snapshots", _read_oldest_snapshot),
         ):
@@ -377,8 +378,14 @@ def _read_backlog(conn: psycopg.Connection[Any], facts: Facts) -> None:
     facts.failed_events = int(row[2])
 
 
-def _read_without_profiles(conn: psycopg.Connection[Any], facts: Facts) -> None:
-    row = conn.execute(_WITHOUT_PROFILES).fetchone()
+def _read_without_profiles(conn: psycopg.Connection[Any], facts: Facts, settings: Settings) -> None:
+    try:
+        profile = catalog.profile_table(conn, settings.profile_mapping())
+    except ConfigError as exc:
+        facts.errors["users_without_profiles"] = str(exc)
+        return
+    query = sql.SQL(_WITHOUT_PROFILES).format(has_profile=profile.has_profile(sql.SQL("u.id")))
+    row = conn.execute(query).fetchone()
     assert row is not None
     facts.users_without_profiles = int(row[0])
     facts.unrecorded_users = int(row[1])

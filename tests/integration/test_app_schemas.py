@@ -19,12 +19,14 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from profilesync import catalog
 from profilesync.config import Settings
 from profilesync.devkit.children import Children
 from profilesync.devkit.signups import KINDS, make_signup
 from profilesync.errors import ConfigError
 from profilesync.mapping import load
 from profilesync.migrate import auth_stub, migrate
+from profilesync.ops import backfill, doctor
 from tests.harness import act_as, count, drain_once, gotrue_signup, process_env, run_worker_burst, wait_for
 from tests.servers import OWNER, DatabaseFactory, as_role, create_owned_database
 
@@ -294,6 +296,27 @@ def test_a_client_insert_right_after_signup_drops_a_taken_username(app: App, app
         assert (_profile(conn, app, first) or {}).get(column) == "taken"
         assert (_profile(conn, app, second) or {}).get(column) == (None if app is PROFILES else str(second))
         assert _dropped(conn) == [(second, column, USERNAME_TAKEN[app.name])]
+
+
+def test_backfill_and_doctor_read_the_apps_table(app: App, app_settings: Settings) -> None:
+    """Users from before the install (no outbox row): backfill records them for the app's table, the worker
+    creates their profiles, the verification report and doctor count the app's table."""
+    with psycopg.connect(app_settings.database_url, autocommit=True) as conn:
+        users = [gotrue_signup(conn, kind) for kind in KINDS]
+        conn.execute("DELETE FROM profile_sync.signup_events")  # as if they signed up before the install
+        profile = catalog.profile_table(conn, load(app_settings.config))
+        assert backfill.count_candidates(conn, profile) == len(users)
+        doctor_facts = doctor.gather(app_settings)
+        assert (doctor_facts.users_without_profiles, doctor_facts.unrecorded_users) == (
+            len(users),
+            len(users),
+        )
+        assert backfill.record_missing(conn, profile=profile).recorded == len(users)
+        assert drain_once(app_settings) == len(users)
+        run_worker_burst(app_settings)
+        report = backfill.verification_report(conn, profile=profile)
+        assert report.complete and report.profiles == len(users), report
+        assert doctor.gather(app_settings).users_without_profiles == 0
 
 
 def test_migrate_refuses_a_config_that_does_not_fit_and_changes_nothing(
