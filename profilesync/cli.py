@@ -81,8 +81,13 @@ def cmd_config_check(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_uninstall(args: argparse.Namespace, settings: Settings) -> int:
     from profilesync.ops.uninstall import uninstall
 
-    with db.connect(settings.database_url, autocommit=True, application_name="profilesync-uninstall") as conn:
-        result = uninstall(conn, drop_tables=args.drop_tables)
+    with db.connect(
+        settings.database_url,
+        autocommit=True,
+        application_name="profilesync-uninstall",
+        timeouts=db.Timeouts.of(settings),
+    ) as conn:
+        result = uninstall(conn, drop_tables=args.drop_tables, lock_timeout=settings.lock_timeout)
     for line in result.removed:
         print(f"removed {line}")
     if not result.removed:
@@ -199,9 +204,8 @@ def _wait_for_profiles(conn: Any, recorded: int, timeout: float) -> bool:
 def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
     from profilesync.ops import doctor
 
-    checks = doctor.evaluate(doctor.gather(settings), doctor.Thresholds.from_settings(settings))
-    if args.only:
-        checks = [c for c in checks if c.name in args.only]
+    facts = doctor.gather(settings, args.only)
+    checks = doctor.evaluate(facts, doctor.Thresholds.from_settings(settings), args.only)
     print(doctor.format_json(checks) if args.json else doctor.format_table(checks))
     return 0 if doctor.healthy(checks) else 1
 
@@ -367,8 +371,10 @@ def build_parser() -> argparse.ArgumentParser:
         "uninstall",
         "remove the trigger, schema profile_sync, policies and roles",
         "Signups go on without profiles afterwards. Roles another database still uses are kept. Run it as\n"
-        "the database owner, with the publishers and workers stopped.",
+        "the database owner, with the publishers and workers stopped. Every lock wait is bounded\n"
+        "(auth.users is locked last); a session in the way is named and nothing is changed.",
         "database_url",
+        "lock_timeout",
     )
     data = p.add_mutually_exclusive_group()
     data.add_argument(
@@ -456,10 +462,15 @@ def build_parser() -> argparse.ArgumentParser:
         "doctor_max_failed_jobs",
         "doctor_max_backlog_age",
         "doctor_max_snapshot_age",
+        "doctor_timeout",
+        "lock_timeout",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument(
-        "--only", type=_check_names, metavar="CHECK,…", help="comma-separated checks (all if omitted)"
+        "--only",
+        type=_check_names,
+        metavar="CHECK,…",
+        help="run only these checks, comma-separated (all if omitted)",
     )
     p.set_defaults(func=cmd_doctor)
 
