@@ -9,6 +9,9 @@ PostgREST's request shape at once, with the publisher and worker running or stop
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -317,6 +320,48 @@ def test_backfill_and_doctor_read_the_apps_table(app: App, app_settings: Setting
         report = backfill.verification_report(conn, profile=profile)
         assert report.complete and report.profiles == len(users), report
         assert doctor.gather(app_settings).users_without_profiles == 0
+
+
+def _cli(settings: Settings, config: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    env = process_env(settings, PROFILESYNC_CONFIG=str(config), PROFILESYNC_LOG_FORMAT="console")
+    profilesync = os.path.join(os.path.dirname(sys.executable), "profilesync")
+    return subprocess.run([profilesync, *argv], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_config_check_and_dry_run_name_the_problem_and_change_nothing(
+    app: App, app_settings: Settings, tmp_path: Path
+) -> None:
+    assert app_settings.config is not None
+    done = _cli(app_settings, app_settings.config, "config", "check")
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr
+    assert done.stdout.startswith(f"{app.profile}: 3 mapped column(s) fit")
+    assert ("ON DELETE CASCADE" in done.stdout) is (app is PROFILES)  # advice: posts would block a delete
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text(app.config.replace(f'{app.columns[1]} = ["', 'nickname = ["meta.nick", "'))
+    done = _cli(app_settings, bad, "config", "check")
+    assert done.returncode == 2 and done.stdout == ""
+    problem = f"profile.columns.nickname: {app.profile} has no column nickname"
+    assert done.stderr == f"profilesync: Invalid configuration: {problem}\n"
+    with psycopg.connect(app_settings.database_url, autocommit=True) as conn:
+        before = count(conn, "SELECT count(*) FROM profile_sync.definitions")
+        done = _cli(app_settings, bad, "migrate")
+        assert done.returncode == 2 and "profile.columns.nickname" in done.stderr
+        # another (fitting) mapping: --dry-run prints what migrate would apply, and applies nothing
+        other = tmp_path / "other.toml"
+        other.write_text(app.config.replace(f"{app.columns[2]} = ", "# "))  # one column fewer
+        done = _cli(app_settings, other, "migrate", "--dry-run")
+        assert done.returncode == 0, done.stderr
+        assert "CREATE OR REPLACE FUNCTION profile_sync.sync_profiles" in done.stdout
+        assert sql.Identifier(*app.profile.split(".")).as_string() in done.stdout
+        checksums = conn.execute("SELECT name, checksum FROM profile_sync.definitions ORDER BY 1").fetchall()
+        assert len(checksums) == before
+        done = _cli(app_settings, other, "migrate")  # the mapping changed: its definitions are applied
+        assert done.returncode == 0 and "applied 0 migration(s)" in done.stdout, done.stderr
+        assert (
+            conn.execute("SELECT name, checksum FROM profile_sync.definitions ORDER BY 1").fetchall()
+            != checksums
+        )
 
 
 def test_migrate_refuses_a_config_that_does_not_fit_and_changes_nothing(

@@ -89,3 +89,28 @@ def test_the_update_trigger_watches_the_mapped_sources() -> None:
     assert "ROW(OLD.\"raw_app_meta_data\" -> 'handle')" in app
     bare = update_trigger(parse('[profile]\ntable = "app.members"\n'))
     assert "raw_user_meta_data" not in bare
+
+
+def test_an_apps_definitions_leave_out_the_seeds_tables() -> None:
+    from profilesync.definitions import Context
+    from profilesync.definitions import render as render_definitions
+
+    seed = {d.name: d.sql for d in render_definitions(Context())}
+    app = {d.name: d.sql for d in render_definitions(Context.of(parse(CONFIG), ACCOUNTS))}
+    assert "10_seed_profile_checks" in seed and "10_seed_profile_checks" not in app
+    for table in (
+        "public.user_profiles",
+        '"user_profiles"',
+        "public.chat_conversations",
+        '"chat_conversations"',
+    ):
+        assert all(table not in text for text in app.values()), table
+    assert (
+        'INSERT INTO "App Schema"."accounts" AS p ("owner_id", "handle", "Home_URL", "id")'
+        in app["02_profiles"]
+    )
+    assert "'handle'" in app["03_auth_users"]
+    assert (
+        'INSERT INTO "public"."user_profiles" AS p ("id", "email", "full_name", "avatar_url")'
+        in seed["02_profiles"]
+    )
