@@ -20,9 +20,12 @@ from typing import Any
 
 import psycopg
 import pytest
+from prometheus_client import CollectorRegistry
 from psycopg import sql
+from psycopg_pool import ConnectionPool
 
-from profilesync import catalog
+from profilesync import catalog, metrics
+from profilesync.chat import ProfileGate
 from profilesync.config import Settings
 from profilesync.devkit.children import Children
 from profilesync.devkit.signups import KINDS, make_signup
@@ -299,6 +302,37 @@ def test_a_client_insert_right_after_signup_drops_a_taken_username(app: App, app
         assert (_profile(conn, app, first) or {}).get(column) == "taken"
         assert (_profile(conn, app, second) or {}).get(column) == (None if app is PROFILES else str(second))
         assert _dropped(conn) == [(second, column, USERNAME_TAKEN[app.name])]
+
+
+def test_server_code_waits_for_the_profile_with_profile_gate(app: App, app_settings: Settings) -> None:
+    """ProfileGate on the app's own table, workers stopped: the insert waits (bounded), the fallback creates
+    the profile, a taken username is dropped (counted by the dropped-values metric), the row goes in."""
+    settings = app_settings.model_copy(update={"chat_wait_timeout": 0.3, "chat_fallback": "create"})
+    table = app.first_insert.split()[2]
+    column = {PROFILES.name: "author_id", ACCOUNTS.name: "owner"}[app.name]
+    insert = sql.SQL("INSERT INTO {} ({}) VALUES (%s) RETURNING {}").format(
+        sql.Identifier(*table.split(".")), sql.Identifier(column), sql.Identifier(column)
+    )
+    registry = CollectorRegistry()
+    registry.register(metrics.PROFILE_VALUES_DROPPED)
+
+    def dropped() -> float:
+        sample = "profilesync_profile_values_dropped_total"
+        return registry.get_sample_value(sample, {"column": app.columns[0]}) or 0.0
+
+    with (
+        psycopg.connect(app_settings.database_url, autocommit=True) as conn,
+        ConnectionPool(app_settings.database_url, min_size=1, max_size=2) as pool,
+        ProfileGate[Any](pool, settings) as gate,
+    ):
+        first = gotrue_signup(conn, "github", user_meta={"user_name": "taken"})
+        assert gate.run(first, lambda c: c.execute(insert, (first,)).fetchone()) == (first,)
+        before = dropped()
+        second = gotrue_signup(conn, "github", user_meta={"user_name": "taken"})
+        assert gate.run(second, lambda c: c.execute(insert, (second,)).fetchone()) == (second,)
+        assert dropped() == before + 1
+        assert (_profile(conn, app, first) or {}).get(app.columns[0]) == "taken"
+        assert _dropped(conn) == [(second, app.columns[0], USERNAME_TAKEN[app.name])]
 
 
 def test_backfill_and_doctor_read_the_apps_table(app: App, app_settings: Settings) -> None:
