@@ -29,7 +29,7 @@ from profilesync.chat import ProfileGate
 from profilesync.config import Settings
 from profilesync.devkit.children import Children
 from profilesync.devkit.signups import KINDS, make_signup
-from profilesync.errors import ConfigError
+from profilesync.errors import ConfigError, MigrationError
 from profilesync.mapping import load
 from profilesync.migrate import auth_stub, migrate
 from profilesync.ops import backfill, doctor
@@ -413,5 +413,21 @@ def test_migrate_refuses_a_config_that_does_not_fit_and_changes_nothing(
                 migrate(owner, load(config))
             assert count(owner, "SELECT count(*) FROM pg_namespace WHERE nspname = 'profile_sync'") == 0
             assert count(owner, "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'profile_sync%%'") == 0
+
+            # A step failing half-way (here the last migration, on an object in its way): nothing of the
+            # earlier ones stays, the signup trigger on auth.users included.
+            owner.execute("ALTER TABLE public.profiles DROP COLUMN bio")
+            owner.execute("CREATE SCHEMA profile_sync; CREATE TABLE profile_sync.dropped_values ()")
+            with pytest.raises(MigrationError, match=r"0010_dropped_values\.sql"):
+                migrate(owner, load(config))
+            assert (
+                count(
+                    owner, "SELECT count(*) FROM pg_class WHERE relnamespace = 'profile_sync'::regnamespace"
+                )
+                == 1
+            )
+            assert count(owner, "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'profile_sync%%'") == 0
+            owner.execute("DROP SCHEMA profile_sync CASCADE")
+            assert migrate(owner, load(config)).migrations[-1] == "0010_dropped_values"
     finally:
         database_factory.drop(url)
