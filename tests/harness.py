@@ -15,13 +15,13 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 from rq.serializers import JSONSerializer
-from rq.worker import SimpleWorker
 
 from profilesync.config import Settings
 from profilesync.devkit.signups import insert_signup, make_signup
 from profilesync.publisher.service import Publisher
 from profilesync.queueing import connect_redis, profiles_queue
 from profilesync.worker import runtime
+from profilesync.worker.main import ProfileSyncWorker
 
 
 def signup(conn: psycopg.Connection[Any], kind: str = "email", **changes: Any) -> uuid.UUID:
@@ -189,9 +189,11 @@ def run_worker_burst(settings: Settings) -> None:
     runtime.configure(settings)
     redis_conn = connect_redis(settings.redis_url)
     try:
-        SimpleWorker([profiles_queue(redis_conn)], connection=redis_conn, serializer=JSONSerializer).work(
-            burst=True, with_scheduler=False
+        # the service's own worker class: its burst exit does not wait out RQ's 60 s pubsub read
+        worker = ProfileSyncWorker(
+            [profiles_queue(redis_conn)], connection=redis_conn, serializer=JSONSerializer
         )
+        worker.work(burst=True, with_scheduler=False)
     finally:
         runtime.close()
         redis_conn.close()
