@@ -97,7 +97,7 @@ def test_an_apps_definitions_leave_out_the_seeds_tables() -> None:
 
     seed = {d.name: d.sql for d in render_definitions(Context())}
     app = {d.name: d.sql for d in render_definitions(Context.of(parse(CONFIG), ACCOUNTS))}
-    assert "10_seed_profile_checks" in seed and "10_seed_profile_checks" not in app
+    assert "02_seed_profile_checks" in seed and "02_seed_profile_checks" not in app
     for table in (
         "public.user_profiles",
         '"user_profiles"',
