@@ -33,11 +33,7 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     print(
         f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else " (up to date)")
     )
-    print(
-        f"applied {len(done.definitions)} definition(s)"
-        if done.definitions
-        else "definitions up to date"
-    )
+    print(f"applied {len(done.definitions)} definition(s)" if done.definitions else "definitions up to date")
     return 0
 
 
@@ -47,11 +43,9 @@ def _emit_supabase(directory: Path) -> int:
     written = supabase.emit(directory)
     for path in written:
         print(path)
-    versions = " ".join(path.name.split("_", 1)[0] for path in written)
     print(
-        f"wrote {len(written)} Supabase migration file(s); apply them with `supabase db push`. On a database "
-        "that `profilesync migrate` already set up, record them instead: "
-        f"supabase migration repair --status applied {versions}"
+        f"wrote {len(written)} Supabase migration file(s); apply them with `supabase db push` (each is safe "
+        "to apply again, also on a database that `profilesync migrate` set up)"
     )
     return 0
 
@@ -298,8 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub,
         "migrate",
         "apply the SQL migrations (safe to run again)",
-        "Creates the profile_sync schema, the signup trigger on auth.users and the roles' grants; each\n"
-        "sql/NNNN_*.sql runs once, recorded in profile_sync.schema_migrations. Run it as the database owner.",
+        "Creates the profile_sync schema, the signup trigger on auth.users and the roles' grants. Each\n"
+        "sql/NNNN_*.sql runs once (profile_sync.schema_migrations); the definitions (functions, triggers,\n"
+        "policies, grants) are applied again whenever they changed or drifted. Run it as the database owner.",
         *db_env,
     )
     p.add_argument(
@@ -311,7 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--emit-supabase",
         type=Path,
         metavar="DIR",
-        help="write the migrations as Supabase CLI files into DIR (e.g. supabase/migrations) instead",
+        help="write the migrations and definitions as Supabase CLI files into DIR (e.g. supabase/migrations) "
+        "instead",
     )
     p.set_defaults(func=cmd_migrate)
 

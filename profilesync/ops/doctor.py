@@ -15,8 +15,9 @@ import redis
 from rq import Worker
 from rq.registry import FailedJobRegistry
 
-from profilesync import db
+from profilesync import db, definitions
 from profilesync.config import Settings, is_transaction_pooler, redact
+from profilesync.definitions import Context
 from profilesync.explain import explain, first_line
 from profilesync.migrate import pending
 from profilesync.ops import objects
@@ -24,12 +25,13 @@ from profilesync.queueing import connect_redis, profiles_queue
 
 Status = Literal["ok", "warn", "fail"]
 
-SIGNUP_TRIGGER = "profile_sync_on_auth_user_created"
+SIGNUP_TRIGGER = objects.SIGNUP_TRIGGER
 CHECKS = (
     "database",
     "migrations",
     "trigger",
     "objects",
+    "definitions",
     "listen_url",
     "redis",
     "redis_policy",
@@ -45,6 +47,7 @@ _DATABASE_CHECKS = (
     "migrations",
     "trigger",
     "objects",
+    "definitions",
     "backlog",
     "failed_events",
     "users_without_profiles",
@@ -113,7 +116,9 @@ class Facts:
     trigger_enabled: str | None = (
         None  # pg_trigger.tgenabled: O/A fire, D disabled, R replica only; "" missing
     )
-    missing_objects: list[str] | None = None  # objects.missing(): tables, functions, triggers, grants
+    missing_objects: list[str] | None = None  # objects.missing(): tables, functions, triggers, roles
+    outdated_definitions: list[str] | None = None  # definitions this release renders that are not applied
+    drifted_objects: list[str] | None = None  # objects that no longer match their applied definition
     maxmemory_policy: str | None = None
     workers: int | None = None
     failed_jobs: int | None = None
@@ -192,6 +197,8 @@ def _evaluate_one(name: str, f: Facts, limits: Thresholds) -> Check | None:
             )
         case "objects":
             return _evaluate_objects(f.missing_objects or [])
+        case "definitions":
+            return _evaluate_definitions(f.outdated_definitions or [], f.drifted_objects or [])
         case "listen_url":
             pooled = is_transaction_pooler(f.listen_url)
             return check(
@@ -266,6 +273,18 @@ def _evaluate_objects(missing: list[str]) -> Check:
     return Check("objects", "fail", f"missing: {shown} (run profilesync migrate, or restore them)")
 
 
+def _evaluate_definitions(outdated: list[str], drifted: list[str]) -> Check:
+    if not outdated and not drifted:
+        return Check("definitions", "ok", "every function, trigger, policy and grant as defined")
+    parts = []
+    if outdated:
+        parts.append(f"not applied: {', '.join(outdated)}")
+    if drifted:
+        shown = "; ".join(drifted[:5]) + (f"; and {len(drifted) - 5} more" if len(drifted) > 5 else "")
+        parts.append(f"drifted from its definition: {shown}")
+    return Check("definitions", "fail", "; ".join(parts) + " (run profilesync migrate)")
+
+
 def _publishers(f: Facts, limits: Thresholds) -> Check:
     alive = f.live_publishers or 0
     age = f.oldest_unclaimed_age
@@ -335,6 +354,7 @@ def _gather_database(settings: Settings, facts: Facts) -> None:
             ("migrations", _read_migrations),
             ("trigger", _read_trigger),
             ("objects", _read_objects),
+            ("definitions", _read_definitions),
             ("backlog", _read_backlog),
             ("users_without_profiles", _read_without_profiles),
             ("publishers", _read_publishers),
@@ -358,7 +378,14 @@ def _read_trigger(conn: psycopg.Connection[Any], facts: Facts) -> None:
 
 
 def _read_objects(conn: psycopg.Connection[Any], facts: Facts) -> None:
-    facts.missing_objects = objects.missing(conn)
+    facts.missing_objects = objects.missing(conn, Context())
+
+
+def _read_definitions(conn: psycopg.Connection[Any], facts: Facts) -> None:
+    facts.outdated_definitions = definitions.outdated(conn, definitions.render(Context()))
+    # A missing or disabled signup trigger is the `trigger` check's to report, once.
+    own = {f"trigger {SIGNUP_TRIGGER} on auth.users {how}" for how in ("missing", "disabled", "replica only")}
+    facts.drifted_objects = [line for line in definitions.drift(conn) if line not in own]
 
 
 def _read_backlog(conn: psycopg.Connection[Any], facts: Facts) -> None:

@@ -11,6 +11,7 @@ import pytest
 from psycopg import sql
 
 from profilesync import cli, logs
+from profilesync.definitions import Context, render
 from profilesync.devkit.embedded import EmbeddedPostgres
 from profilesync.migrate import available, migrate
 from profilesync.ops import objects
@@ -111,8 +112,10 @@ def test_uninstall_removes_our_objects_keeps_the_data_and_signups_go_on(
         assert count(conn, "SELECT count(*) FROM auth.users WHERE id = %s", (user_id,)) == 1
 
         assert uninstall(url).startswith("nothing of profilesync's was installed\nkept table")  # idempotent
-        assert migrate(conn) == [m.name for m in available()]  # installs again, roles included
-        assert objects.missing(conn) == []
+        installed_again = migrate(conn)  # installs again, roles included
+        assert installed_again.migrations == [m.name for m in available()]
+        assert installed_again.definitions == [d.name for d in render(Context())]
+        assert objects.missing(conn, Context()) == []
         user_id, notices = auth_admin_signup(url)
         assert notices == []
         recorded = "SELECT count(*) FROM profile_sync.signup_events WHERE user_id = %s"
@@ -125,7 +128,7 @@ def test_roles_another_database_still_uses_are_kept(cluster: EmbeddedPostgres, u
     assert "kept role profilesync_worker: still used in another database of the cluster" in out
     with psycopg.connect(second, autocommit=True) as conn:
         assert count(conn, ROLES) == 2
-        assert objects.missing(conn) == []  # the other database is untouched
+        assert objects.missing(conn, Context()) == []  # the other database is untouched
     out = uninstall(second)
     assert "removed role profilesync_worker" in out
     with psycopg.connect(second, autocommit=True) as conn:

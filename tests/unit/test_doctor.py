@@ -28,6 +28,8 @@ def healthy_facts(**changes: object) -> Facts:
         pending_migrations=[],
         trigger_enabled="O",
         missing_objects=[],
+        outdated_definitions=[],
+        drifted_objects=[],
         maxmemory_policy="noeviction",
         workers=2,
         failed_jobs=0,
@@ -89,6 +91,16 @@ def test_a_healthy_system_passes_every_check() -> None:
             {"missing_objects": [f"grant {n}" for n in range(7)]},
             "objects",
             "missing: grant 0; grant 1; grant 2; grant 3; grant 4; and 2 more",
+        ),
+        (
+            {"outdated_definitions": ["02_profiles", "09_grants"]},
+            "definitions",
+            "not applied: 02_profiles, 09_grants (run profilesync migrate)",
+        ),
+        (
+            {"drifted_objects": ["function profile_sync.clean_url(jsonb) changed"]},
+            "definitions",
+            "drifted from its definition: function profile_sync.clean_url(jsonb) changed (run profilesync",
         ),
         (
             {"listen_url": "postgresql://u:pw@pooler.supabase.com:6543/postgres"},
