@@ -114,6 +114,18 @@ class ProfileSyncWorker(FewerRoundTrips, SimpleWorker):
         self.stop_signalled = True
         super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
 
+    def unsubscribe(self) -> None:
+        """Let RQ's command listener exit on the UNSUBSCRIBE reply instead of 60 s later.
+
+        The listener thread reads with a 60 s timeout; RQ sends UNSUBSCRIBE, then stops the thread (redis-py's
+        `stop()` waits for it to exit). The reply usually wakes the read before the stop, the thread reads
+        again, and every stop or `--burst` exit waited out that read. Its run flag cleared first (without
+        `stop()`'s wait: nothing would wake the read yet), the reply's wake-up is the thread's last read.
+        """
+        if self.pubsub_thread is not None:
+            self.pubsub_thread._running.clear()
+        super().unsubscribe()  # type: ignore[no-untyped-call]
+
 
 def _make_worker(settings: Settings, name: str | None) -> ProfileSyncWorker:
     redis_conn = connect_redis(settings.redis_url)
@@ -163,7 +175,12 @@ def run(settings: Settings, *, burst: bool = False, name: str | None = None) -> 
         runtime.close()
 
 
-WORKER_METRICS = [metrics.PROFILES_CREATED, metrics.JOBS_FAILED, metrics.SIGNUP_TO_PROFILE]
+WORKER_METRICS = [
+    metrics.PROFILES_CREATED,
+    metrics.JOBS_FAILED,
+    metrics.SIGNUP_TO_PROFILE,
+    metrics.DROPPED_VALUES,
+]
 
 
 def run_pool(settings: Settings, processes: int, *, burst: bool = False) -> None:

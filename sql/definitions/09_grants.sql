@@ -20,7 +20,7 @@ BEGIN
 END $$;
 
 -- The publisher: claim pending events, mark them enqueued, re-check stale ones; announce itself idle or busy;
--- sweep up unrecorded users. It never reads last_error (a failure's text may quote the profile row, email
+-- sweep up unrecorded users; count users without a profile for its metrics. It never reads last_error (a failure's text may quote the profile row, email
 -- included).
 GRANT USAGE ON SCHEMA profile_sync TO profilesync_publisher;
 GRANT SELECT (id, user_id, created_at, enqueued_at, job_id, failed_at),
@@ -28,7 +28,8 @@ GRANT SELECT (id, user_id, created_at, enqueued_at, job_id, failed_at),
   ON profile_sync.signup_events TO profilesync_publisher;
 GRANT SELECT, INSERT, UPDATE, DELETE ON profile_sync.publishers TO profilesync_publisher;
 GRANT EXECUTE ON FUNCTION profile_sync.announce_publisher(integer, boolean),
-                          profile_sync.record_unrecorded_users(uuid, integer)
+                          profile_sync.record_unrecorded_users(uuid, integer),
+                          profile_sync.profile_gap()
   TO profilesync_publisher;
 
 -- The worker: sync profiles (the function does the rest as its owner), time them, mark a user's failure.
