@@ -180,9 +180,14 @@ class Inventory:
 
 
 def _argument_types(arguments: str) -> str:
+    """The identity of a parameter list as to_regprocedure reads it: types only, OUT parameters left out."""
     types = []
     for argument in filter(None, (a.strip() for a in arguments.split(","))):
         words = re.split(r"\s+DEFAULT\s+|\s*=\s*", argument, maxsplit=1)[0].split()
+        if words[0].upper() == "OUT":
+            continue
+        if words[0].upper() in ("IN", "INOUT", "VARIADIC"):
+            words = words[1:]
         types.append(" ".join(words[1:]) if len(words) > 1 else words[0])
     return ", ".join(types)
 

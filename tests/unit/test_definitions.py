@@ -60,6 +60,7 @@ def test_the_inventory_is_read_from_the_definitions() -> None:
     assert "profile_sync.sync_profiles(uuid[], text)" in made.functions
     assert "profile_sync.watch_profile(uuid, integer, integer)" in made.functions
     assert "public.ensure_profile()" in made.functions
+    assert "profile_sync.profile_gap()" in made.functions  # OUT parameters are not part of its identity
     assert ("auth.users", "profile_sync_on_auth_user_created") in made.triggers
     assert ("auth.users", "profile_sync_on_auth_user_updated") in made.triggers
     assert ("public.user_profiles", "profile_sync_on_user_profiles_inserted") in made.triggers
