@@ -101,6 +101,7 @@ class Context:
             "profile": self.profile.sql(),
             "profile_literal": quote_literal(self.profile.sql()),
             "profile_id": quote_ident(self.profile_id),
+            "profile_id_literal": quote_literal(self.profile_id),
         }
         if self.chat is not None:
             values |= {"chat": self.chat.sql(), "chat_literal": quote_literal(self.chat.sql())}
@@ -335,6 +336,52 @@ def drift(conn: psycopg.Connection[Any]) -> list[str]:
         else:
             lines.append(f"{name} changed")
     return lines
+
+
+# -- the guards on columns that reference the profile table (sql/definitions/07_client_guard.sql) ------------
+
+_REFERENCES = """
+SELECT pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname) || '.'
+         || pg_catalog.quote_ident(r.column_name),
+       EXISTS (
+         SELECT 1 FROM pg_catalog.pg_trigger t
+         WHERE t.tgrelid = r.referencing AND t.tgname = profile_sync.guard_name(r.column_name)
+           AND t.tgfoid = 'profile_sync.guard_profile_reference()'::pg_catalog.regprocedure
+           AND t.tgenabled IN ('O', 'A'))
+FROM profile_sync.profile_references() r
+JOIN pg_catalog.pg_class c ON c.oid = r.referencing
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ORDER BY 1
+"""
+_STALE_GUARDS = """
+SELECT count(*) FROM pg_catalog.pg_trigger t
+WHERE t.tgfoid = 'profile_sync.guard_profile_reference()'::pg_catalog.regprocedure
+  AND NOT EXISTS (SELECT 1 FROM profile_sync.profile_references() r
+                  WHERE r.referencing = t.tgrelid AND profile_sync.guard_name(r.column_name) = t.tgname)
+"""
+
+
+@dataclass(frozen=True)
+class Guards:
+    """The columns that reference the profile table (schema.table.column), those without an enabled guard,
+    and how many guards are left on columns that no longer reference it."""
+
+    references: list[str]
+    unguarded: list[str]
+    stale: int
+
+
+def guards(conn: psycopg.Connection[Any]) -> Guards | None:
+    """None before the definitions were first applied (the guards' own functions are missing)."""
+    exists = conn.execute(
+        "SELECT pg_catalog.to_regprocedure('profile_sync.guard_profile_reference()') IS NOT NULL"
+        " AND pg_catalog.to_regprocedure('profile_sync.profile_references()') IS NOT NULL"
+    ).fetchone()
+    if not exists or not exists[0]:
+        return None
+    found = conn.execute(_REFERENCES).fetchall()
+    stale = conn.execute(_STALE_GUARDS).fetchone()
+    return Guards([r[0] for r in found], [r[0] for r in found if not r[1]], int(stale[0]) if stale else 0)
 
 
 def apply(conn: psycopg.Connection[Any], definitions: list[Definition]) -> None:

@@ -48,6 +48,13 @@ _BACKLOG = """
 SELECT count(*), extract(epoch FROM now() - min(created_at))::float8
 FROM profile_sync.signup_events WHERE failed_at IS NULL
 """
+_DELETE_RULE = """
+SELECT c.confdeltype::text FROM pg_catalog.pg_constraint c
+WHERE c.conrelid = pg_catalog.to_regclass(%s) AND c.contype = 'f'
+  AND c.confrelid = pg_catalog.to_regclass('auth.users')
+ORDER BY c.confdeltype = 'c' DESC
+LIMIT 1
+"""
 _FAILED_EVENTS = "SELECT count(*) FROM profile_sync.signup_events WHERE failed_at IS NOT NULL"
 _WITHOUT_PROFILES = """
 SELECT count(*),
@@ -103,6 +110,8 @@ class Facts:
     missing_objects: list[str] | None = None  # objects.missing(): tables, functions, triggers, roles
     outdated_definitions: list[str] | None = None  # definitions this release renders that are not applied
     drifted_objects: list[str] | None = None  # objects that no longer match their applied definition
+    guards: definitions.Guards | None = None  # the columns referencing the profile table and their guards
+    profile_delete_rule: str | None = None  # confdeltype of the profile table's key to auth.users; "" none
     maxmemory_policy: str | None = None
     redis_write_refused: str | None = None  # Redis's answer to the write probe when it refused it
     workers: int | None = None
@@ -284,6 +293,33 @@ def _judge_definitions(f: Facts, limits: Thresholds) -> Verdict:
         shown = "; ".join(drifted[:5]) + (f"; and {len(drifted) - 5} more" if len(drifted) > 5 else "")
         parts.append(f"drifted from its definition: {shown}")
     return "fail", "; ".join(parts) + " (run profilesync migrate)"
+
+
+def _judge_guards(f: Facts, limits: Thresholds) -> Verdict:
+    found = f.guards
+    if found is None:
+        return "fail", "the guards' functions are missing (run profilesync migrate)"
+    if found.unguarded:
+        return (
+            "fail",
+            f"not guarded: {', '.join(found.unguarded)}: a client's insert right after signup can fail with "
+            "23503 (run profilesync migrate)",
+        )
+    return "ok", f"{len(found.references)} column(s) referencing the profile table, each guarded for clients"
+
+
+def _judge_delete_cascade(f: Facts, limits: Thresholds) -> Verdict:
+    table = Context().profile
+    rule = f.profile_delete_rule or ""
+    if rule == "c":
+        return "ok", f"deleting a user deletes its row in {table} (ON DELETE CASCADE)"
+    if rule == "":
+        return "warn", f"{table} has no foreign key to auth.users: profiles of deleted users stay"
+    return (
+        "warn",
+        f"{table} references auth.users without ON DELETE CASCADE: deleting a user (dashboard, "
+        "auth.admin.deleteUser) fails with 23503 (recreate that foreign key with ON DELETE CASCADE)",
+    )
 
 
 def _judge_listen_url(f: Facts, limits: Thresholds) -> Verdict:
@@ -518,6 +554,17 @@ def _read_definitions(sources: Sources, facts: Facts) -> None:
         facts.drifted_objects = [line for line in definitions.drift(conn) if line not in own]
 
 
+def _read_guards(sources: Sources, facts: Facts) -> None:
+    with sources.bounded() as conn:
+        facts.guards = definitions.guards(conn)
+
+
+def _read_delete_rule(sources: Sources, facts: Facts) -> None:
+    with sources.bounded() as conn:
+        row = conn.execute(_DELETE_RULE, (Context().profile.sql(),)).fetchone()
+    facts.profile_delete_rule = row[0] if row else ""
+
+
 def _read_backlog(sources: Sources, facts: Facts) -> None:
     with sources.bounded() as conn:
         row = conn.execute(_BACKLOG).fetchone()
@@ -590,6 +637,8 @@ PROBES: dict[str, Probe] = {
     "trigger": Probe("database", _read_trigger, _judge_trigger),
     "objects": Probe("database", _read_objects, _judge_objects),
     "definitions": Probe("database", _read_definitions, _judge_definitions),
+    "guards": Probe("database", _read_guards, _judge_guards),
+    "delete_cascade": Probe("database", _read_delete_rule, _judge_delete_cascade),
     "listen_url": Probe(None, _read_nothing, _judge_listen_url),
     "redis": Probe("redis", _read_nothing, _judge_redis),
     "redis_policy": Probe("redis", _read_redis_policy, _judge_redis_policy),

@@ -56,10 +56,11 @@ BEGIN
                             profile_sync.create_profiles(uuid[])
     TO service_role;
   GRANT SELECT ON {{profile}} TO service_role;
-  -- doctor (migrations, definitions, backlog), backfill (records events), replay --events (makes failed
+  -- doctor (migrations, definitions, guards, backlog), backfill (records events), replay --events (makes failed
   -- rows pending)
   GRANT SELECT ON profile_sync.schema_migrations, profile_sync.definitions, profile_sync.definition_objects
     TO service_role;
+  GRANT EXECUTE ON FUNCTION profile_sync.profile_references(), profile_sync.guard_name(name) TO service_role;
   GRANT SELECT, INSERT (user_id), UPDATE (failed_at, last_error, enqueued_at, job_id)
     ON profile_sync.signup_events TO service_role;
   BEGIN
