@@ -10,6 +10,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +49,9 @@ def _emit_supabase(directory: Path) -> int:
     written = supabase.emit(directory)
     for path in written:
         print(path)
-    versions = " ".join(path.name.split("_", 1)[0] for path in written)
     print(
-        f"wrote {len(written)} Supabase migration file(s); apply them with `supabase db push`. On a database "
-        "that `profilesync migrate` already set up, record them instead: "
-        f"supabase migration repair --status applied {versions}"
+        f"wrote {len(written)} Supabase migration file(s); apply them with `supabase db push` (each is safe "
+        "to apply again, also on a database that `profilesync migrate` set up)"
     )
     return 0
 
@@ -113,7 +112,7 @@ def check_start(settings: Settings, *, listen: bool) -> None:
 
 def cmd_publisher(args: argparse.Namespace, settings: Settings) -> int:
     from profilesync import metrics
-    from profilesync.publisher.gauges import OutboxGauges
+    from profilesync.publisher.gauges import publisher_metrics
     from profilesync.publisher.service import Publisher
 
     stop = threading.Event()
@@ -123,8 +122,7 @@ def cmd_publisher(args: argparse.Namespace, settings: Settings) -> int:
     logs.get_logger("profilesync").info(
         "publisher starting", database=redact(settings.database_url), listen=redact(settings.listen_url)
     )
-    gauges = OutboxGauges(settings.database_url)
-    metrics.serve(settings, metrics.registry([metrics.EVENTS_ENQUEUED, gauges]), publisher.health)
+    metrics.serve(settings, metrics.registry(publisher_metrics(settings)), publisher.health)
     publisher.run()
     return 0
 
@@ -204,8 +202,11 @@ def _wait_for_profiles(conn: Any, recorded: int, timeout: float) -> bool:
 def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
     from profilesync.ops import doctor
 
-    facts = doctor.gather(settings, args.only)
-    checks = doctor.evaluate(facts, doctor.Thresholds.from_settings(settings), args.only)
+    names = args.only
+    if args.probe:
+        names = (set(doctor.DEFAULT_CHECKS) if names is None else names) | {"signup_path"}
+    facts = doctor.gather(settings, names)
+    checks = doctor.evaluate(facts, doctor.Thresholds.from_settings(settings), names)
     print(doctor.format_json(checks) if args.json else doctor.format_table(checks))
     return 0 if doctor.healthy(checks) else 1
 
@@ -321,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="A profile for every Supabase signup. `profilesync COMMAND --help` explains a command.",
         formatter_class=_HelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"profilesync {version('profilesync')}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     db_env = ("database_url",)
 
@@ -328,10 +330,11 @@ def build_parser() -> argparse.ArgumentParser:
         sub,
         "migrate",
         "apply the SQL migrations (safe to run again)",
-        "Creates the profile_sync schema, the signup trigger on auth.users and the roles' grants; each\n"
-        "sql/NNNN_*.sql runs once, recorded in profile_sync.schema_migrations, then the definitions\n"
-        "rendered from PROFILESYNC_CONFIG. Checks the config first; all in one transaction (a failure\n"
-        "changes nothing). Run it as the database owner.",
+        "Creates the profile_sync schema, the signup trigger on auth.users and the roles' grants. Each\n"
+        "sql/NNNN_*.sql runs once (profile_sync.schema_migrations); the definitions (functions, triggers,\n"
+        "policies, grants), rendered for PROFILESYNC_CONFIG, are applied again whenever they changed or\n"
+        "drifted. Checks the config first; all in one transaction (a failure changes nothing). Run it as\n"
+        "the database owner.",
         "config",
         *db_env,
     )
@@ -344,7 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--emit-supabase",
         type=Path,
         metavar="DIR",
-        help="write the migrations as Supabase CLI files into DIR (e.g. supabase/migrations) instead",
+        help="write the migrations and definitions as Supabase CLI files into DIR (e.g. supabase/migrations) "
+        "instead",
     )
     p.add_argument(
         "--dry-run",
@@ -470,7 +474,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--only",
         type=_check_names,
         metavar="CHECK,…",
-        help="run only these checks, comma-separated (all if omitted)",
+        help="run only these checks, comma-separated (all but signup_path if omitted)",
+    )
+    p.add_argument(
+        "--probe",
+        action="store_true",
+        help="also sign up a test user the way Supabase does, in a transaction that is rolled back: the\n"
+        "trigger must record it and ensure_profile() create its profile (check signup_path; for CI after\n"
+        "`supabase db push`)",
     )
     p.set_defaults(func=cmd_doctor)
 
@@ -542,8 +553,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 141  # as if killed by SIGPIPE
     except KeyboardInterrupt:
         return 130
-    except ConfigError as exc:  # PROFILESYNC_CONFIG unreadable or not fitting the database: nothing changed
-        print(f"profilesync: {redact(str(exc))}", file=sys.stderr)
+    except ConfigError as exc:  # a setting or PROFILESYNC_CONFIG that cannot work: nothing was changed
+        print(f"profilesync: {explain(exc, settings)}", file=sys.stderr)
         return 2
     except Exception as exc:
         message = explain(exc, settings)

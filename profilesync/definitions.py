@@ -1,13 +1,13 @@
 """The live definitions of profilesync's functions, triggers, policies and grants (sql/definitions/*.sql).
 
 Migrations (sql/NNNN_*.sql) change tables, columns, indexes and roles, once each. Everything else has one
-definition, a file per concern, rendered for a `Context` (which profile table, which id column, ...) and applied
-as a whole, in file order, whenever the rendered text differs from what the database recorded
+definition, a file per concern, rendered for a `Context` (which profile table, which id column, ...) and
+applied as a whole, in file order, whenever the rendered text differs from what the database recorded
 (profile_sync.definitions: a checksum per file) or the catalog drifted from what the last apply left
-(profile_sync.definition_objects: the state of every object of ours, as `STATE` reads it). Every statement of a
-definition is safe to run again: CREATE OR REPLACE, policies dropped and re-created, privileges revoked and
-granted as a whole. So an install upgraded through every release and a fresh install end with the same objects,
-and `profilesync doctor` can tell which object no longer matches its definition.
+(profile_sync.definition_objects: the state of every object of ours, as `STATE` reads it). Every statement
+of a definition is safe to run again: CREATE OR REPLACE, policies dropped and re-created, privileges revoked
+and granted as a whole. So an install upgraded through every release and a fresh install end with the same
+objects, and `profilesync doctor` can tell which object no longer matches its definition.
 
 Templates name context values as {{name}} (see `Context.values`); a file whose first line is `-- needs: NAME`
 is rendered only when the context provides NAME (`Context.provides`).
@@ -35,14 +35,22 @@ _FILE = re.compile(r"^\d{2}_[a-z0-9_]+\.sql$")
 _PLACEHOLDER = re.compile(r"\{\{([a-z_]+)\}\}")
 _NEEDS = re.compile(r"\A-- needs: ([a-z_, ]+)\n")
 _SIMPLE_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
-# Reserved key words of PostgreSQL that a table or column could plausibly be named: quoted when used.
+# PostgreSQL's reserved key words: quoted when used as a name.
 _RESERVED = frozenset(
-    "all analyse analyze and any array as asc authorization between binary both case cast check collate column "
-    "constraint create current_date current_role current_time current_timestamp current_user default "
-    "deferrable desc distinct do else end except false fetch for foreign from grant group having in initially "
-    "intersect into is join lateral leading left like limit localtime localtimestamp natural not null offset "
-    "on only or order outer placing primary references returning right select session_user some symmetric "
-    "system_user table then to trailing true union unique user using variadic verbose when where window with".split()
+    {
+        *("all", "analyse", "analyze", "and", "any", "array", "as", "asc", "asymmetric", "authorization"),
+        *("between", "binary", "both", "case", "cast", "check", "collate", "collation", "column"),
+        *("concurrently", "constraint", "create", "cross", "current_catalog", "current_date", "current_role"),
+        *("current_schema", "current_time", "current_timestamp", "current_user", "default", "deferrable"),
+        *("desc", "distinct", "do", "else", "end", "except", "false", "fetch", "for", "foreign", "freeze"),
+        *("from", "full", "grant", "group", "having", "ilike", "in", "initially", "inner", "intersect"),
+        *("into", "is", "isnull", "join", "lateral", "leading", "left", "like", "limit", "localtime"),
+        *("localtimestamp", "natural", "not", "notnull", "null", "offset", "on", "only", "or", "order"),
+        *("outer", "overlaps", "placing", "primary", "references", "returning", "right", "select"),
+        *("session_user", "similar", "some", "symmetric", "system_user", "table", "tablesample", "then"),
+        *("to", "trailing", "true", "union", "unique", "user", "using", "variadic", "verbose", "when"),
+        *("where", "window", "with"),
+    }
 )
 
 
@@ -109,6 +117,7 @@ class Context:
             "profile": self.profile.sql(),
             "profile_literal": quote_literal(self.profile.sql()),
             "profile_id": quote_ident(self.profile_id),
+            "profile_id_literal": quote_literal(self.profile_id),
             "sync_profiles": profilesql.sync_profiles(self.mapping, self.facts).rstrip("\n"),
             "update_trigger": profilesql.update_trigger(self.mapping).rstrip("\n"),
         }
@@ -192,9 +201,14 @@ class Inventory:
 
 
 def _argument_types(arguments: str) -> str:
+    """The identity of a parameter list as to_regprocedure reads it: types only, OUT parameters left out."""
     types = []
     for argument in filter(None, (a.strip() for a in arguments.split(","))):
         words = re.split(r"\s+DEFAULT\s+|\s*=\s*", argument, maxsplit=1)[0].split()
+        if words[0].upper() == "OUT":
+            continue
+        if words[0].upper() in ("IN", "INOUT", "VARIADIC"):
+            words = words[1:]
         types.append(" ".join(words[1:]) if len(words) > 1 else words[0])
     return ", ".join(types)
 
@@ -206,19 +220,23 @@ def inventory(definitions: list[Definition]) -> Inventory:
     return Inventory(functions, triggers)
 
 
-# -- the catalog's view of our objects -------------------------------------------------------------------------
+# -- the catalog's view of our objects ----------------------------------------------------------------------
 
 # One row per object of ours with everything that makes it what it is: a function's whole definition
 # (pg_get_functiondef: language, volatility, SECURITY DEFINER, its SET options, body) and its privileges; a
-# trigger's definition and whether it fires; a policy's command, roles and expressions, and the table's row level
-# security; the privileges on schema profile_sync and on each table and sequence in it (columns included).
-# Privileges are sorted: the order of grants is not a difference.
+# trigger's definition and whether it fires; a policy's command, roles and expressions, and the table's row
+# level security; the privileges on schema profile_sync and on each table and sequence in it (columns
+# included). Privileges are sorted: the order of grants is not a difference. Names and deparsed expressions
+# depend on search_path (a relation or function visible through it is written unqualified): read with
+# search_path = pg_catalog only, so every name is schema-qualified whoever reads.
 STATE = r"""
-SELECT 'function ' || p.oid::pg_catalog.regprocedure::text AS object,
+SELECT 'function ' || pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(p.proname)
+         || '(' || pg_catalog.oidvectortypes(p.proargtypes) || ')' AS object,
        pg_catalog.pg_get_functiondef(p.oid) || 'privileges: '
          || (SELECT coalesce(pg_catalog.string_agg(a::text, ' ' ORDER BY a::text), 'default')
              FROM pg_catalog.unnest(p.proacl) a) AS state
 FROM pg_catalog.pg_proc p
+JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
 WHERE p.pronamespace = pg_catalog.to_regnamespace('profile_sync')
    OR p.oid = pg_catalog.to_regprocedure('public.ensure_profile()')
 UNION ALL
@@ -229,7 +247,8 @@ FROM pg_catalog.pg_trigger t
 WHERE t.tgname LIKE 'profile\_sync\_%' AND NOT t.tgisinternal
 UNION ALL
 SELECT 'policy ' || p.polname || ' on ' || c.oid::pg_catalog.regclass::text,
-       pg_catalog.concat_ws(' | ', p.polcmd, CASE WHEN p.polpermissive THEN 'permissive' ELSE 'restrictive' END,
+       pg_catalog.concat_ws(' | ', p.polcmd,
+         CASE WHEN p.polpermissive THEN 'permissive' ELSE 'restrictive' END,
          (SELECT pg_catalog.string_agg(r::pg_catalog.regrole::text, ', ' ORDER BY r::pg_catalog.regrole::text)
           FROM pg_catalog.unnest(p.polroles) r),
          'using ' || pg_catalog.pg_get_expr(p.polqual, p.polrelid),
@@ -260,16 +279,24 @@ WHERE c.relnamespace = pg_catalog.to_regnamespace('profile_sync') AND c.relkind 
 """
 
 
+_RECORD = (
+    "DELETE FROM profile_sync.definitions;\n"
+    "INSERT INTO profile_sync.definitions (name, checksum) VALUES\n  {rows};\n"
+    "DO $record$\n"
+    "BEGIN\n"
+    "  PERFORM pg_catalog.set_config('search_path', 'pg_catalog', true);\n"
+    "  DELETE FROM profile_sync.definition_objects;\n"
+    "  INSERT INTO profile_sync.definition_objects (object, state)\n"
+    "  SELECT s.object, s.state FROM ({state}) s;\n"
+    "END\n"
+    "$record$;\n"
+)
+
+
 def record(definitions: list[Definition]) -> str:
     """The SQL that records these definitions and the catalog state they left as applied."""
     rows = ",\n  ".join(f"({quote_literal(d.name)}, {quote_literal(d.checksum)})" for d in definitions)
-    return (
-        "DELETE FROM profile_sync.definitions;\n"
-        f"INSERT INTO profile_sync.definitions (name, checksum) VALUES\n  {rows};\n"
-        "DELETE FROM profile_sync.definition_objects;\n"
-        "INSERT INTO profile_sync.definition_objects (object, state)\n"
-        f"SELECT s.object, s.state FROM ({STATE}) s;\n"
-    )
+    return _RECORD.format(rows=rows, state=STATE)
 
 
 def script(definitions: list[Definition]) -> str:
@@ -285,8 +312,13 @@ def script(definitions: list[Definition]) -> str:
 
 
 def state(conn: psycopg.Connection[Any]) -> dict[str, str]:
-    """What the catalog holds now, object → state."""
-    return {row[0]: row[1] for row in conn.execute(STATE)}
+    """What the catalog holds now, object → state (read with search_path = pg_catalog, then restored)."""
+    with conn.transaction():
+        path = conn.execute("SELECT pg_catalog.current_setting('search_path')").fetchone()
+        conn.execute("SELECT pg_catalog.set_config('search_path', 'pg_catalog', true)")
+        found = {row[0]: row[1] for row in conn.execute(STATE)}
+        conn.execute("SELECT pg_catalog.set_config('search_path', %s, true)", (path[0] if path else "",))
+    return found
 
 
 def _recorded(conn: psycopg.Connection[Any], query: str) -> dict[str, str] | None:
@@ -324,6 +356,52 @@ def drift(conn: psycopg.Connection[Any]) -> list[str]:
         else:
             lines.append(f"{name} changed")
     return lines
+
+
+# -- the guards on columns that reference the profile table (sql/definitions/07_client_guard.sql) ------------
+
+_REFERENCES = """
+SELECT pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname) || '.'
+         || pg_catalog.quote_ident(r.column_name),
+       EXISTS (
+         SELECT 1 FROM pg_catalog.pg_trigger t
+         WHERE t.tgrelid = r.referencing AND t.tgname = profile_sync.guard_name(r.column_name)
+           AND t.tgfoid = 'profile_sync.guard_profile_reference()'::pg_catalog.regprocedure
+           AND t.tgenabled IN ('O', 'A'))
+FROM profile_sync.profile_references() r
+JOIN pg_catalog.pg_class c ON c.oid = r.referencing
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ORDER BY 1
+"""
+_STALE_GUARDS = """
+SELECT count(*) FROM pg_catalog.pg_trigger t
+WHERE t.tgfoid = 'profile_sync.guard_profile_reference()'::pg_catalog.regprocedure
+  AND NOT EXISTS (SELECT 1 FROM profile_sync.profile_references() r
+                  WHERE r.referencing = t.tgrelid AND profile_sync.guard_name(r.column_name) = t.tgname)
+"""
+
+
+@dataclass(frozen=True)
+class Guards:
+    """The columns that reference the profile table (schema.table.column), those without an enabled guard,
+    and how many guards are left on columns that no longer reference it."""
+
+    references: list[str]
+    unguarded: list[str]
+    stale: int
+
+
+def guards(conn: psycopg.Connection[Any]) -> Guards | None:
+    """None before the definitions were first applied (the guards' own functions are missing)."""
+    exists = conn.execute(
+        "SELECT pg_catalog.to_regprocedure('profile_sync.guard_profile_reference()') IS NOT NULL"
+        " AND pg_catalog.to_regprocedure('profile_sync.profile_references()') IS NOT NULL"
+    ).fetchone()
+    if not exists or not exists[0]:
+        return None
+    found = conn.execute(_REFERENCES).fetchall()
+    stale = conn.execute(_STALE_GUARDS).fetchone()
+    return Guards([r[0] for r in found], [r[0] for r in found if not r[1]], int(stale[0]) if stale else 0)
 
 
 def apply(conn: psycopg.Connection[Any], definitions: list[Definition]) -> None:

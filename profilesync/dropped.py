@@ -22,7 +22,7 @@ def report(diagnostic: Diagnostic) -> None:
     """A notice handler: count and log a dropped value; ignore every other notice."""
     if diagnostic.sqlstate != DROPPED_SQLSTATE or not diagnostic.column_name:
         return
-    metrics.PROFILE_VALUES_DROPPED.labels(column=diagnostic.column_name).inc()
+    metrics.DROPPED_VALUES.inc()
     log.warning(
         "profile value dropped: rejected by the profile table's constraints",
         user_id=diagnostic.message_detail,

@@ -179,9 +179,12 @@ def _apply_definitions(conn: psycopg.Connection[Any], context: Context) -> list[
     rendered = definitions.render(context)
     outdated = definitions.outdated(conn, rendered)
     drifted = definitions.drift(conn)
-    if not outdated and not drifted:
+    guards = definitions.guards(conn)
+    unguarded = guards.unguarded if guards else []
+    if not outdated and not drifted and not unguarded and not (guards and guards.stale):
         return []
     definitions.apply(conn, rendered)
+    log.info("definitions to apply", changed=outdated, drifted=drifted, unguarded=unguarded)
     return [d.name for d in rendered]
 
 

@@ -177,9 +177,9 @@ def run(settings: Settings, *, burst: bool = False, name: str | None = None) -> 
 
 WORKER_METRICS = [
     metrics.PROFILES_CREATED,
-    metrics.PROFILE_VALUES_DROPPED,
     metrics.JOBS_FAILED,
     metrics.SIGNUP_TO_PROFILE,
+    metrics.DROPPED_VALUES,
 ]
 
 

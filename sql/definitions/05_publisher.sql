@@ -59,3 +59,19 @@ BEGIN
   $q$, coalesce(p_after, '00000000-0000-0000-0000-000000000000'::uuid), p_limit, p_limit);
 END
 $$;
+
+-- Users without a profile, for the publisher's /metrics (profilesync_users_without_profile and
+-- profilesync_users_unrecorded) and doctor. SECURITY DEFINER: the publisher's login role reads neither
+-- auth.users nor the profile table, and needs only these two numbers.
+CREATE OR REPLACE FUNCTION profile_sync.profile_gap(OUT without_profile bigint, OUT unrecorded bigint)
+LANGUAGE sql
+STABLE
+SECURITY DEFINER
+SET search_path = ''
+AS $$
+  SELECT count(*),
+         count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM profile_sync.signup_events e WHERE e.user_id = u.id))
+  FROM auth.users u
+  WHERE u.deleted_at IS NULL
+    AND NOT EXISTS (SELECT 1 FROM {{profile}} p WHERE p.{{profile_id}} = u.id)
+$$;

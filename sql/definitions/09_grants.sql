@@ -20,7 +20,7 @@ BEGIN
 END $$;
 
 -- The publisher: claim pending events, mark them enqueued, re-check stale ones; announce itself idle or busy;
--- sweep up unrecorded users. It never reads last_error (a failure's text may quote the profile row, email
+-- sweep up unrecorded users; count users without a profile for its metrics. It never reads last_error (a failure's text may quote the profile row, email
 -- included).
 GRANT USAGE ON SCHEMA profile_sync TO profilesync_publisher;
 GRANT SELECT (id, user_id, created_at, enqueued_at, job_id, failed_at),
@@ -28,7 +28,8 @@ GRANT SELECT (id, user_id, created_at, enqueued_at, job_id, failed_at),
   ON profile_sync.signup_events TO profilesync_publisher;
 GRANT SELECT, INSERT, UPDATE, DELETE ON profile_sync.publishers TO profilesync_publisher;
 GRANT EXECUTE ON FUNCTION profile_sync.announce_publisher(integer, boolean),
-                          profile_sync.record_unrecorded_users(uuid, integer)
+                          profile_sync.record_unrecorded_users(uuid, integer),
+                          profile_sync.profile_gap()
   TO profilesync_publisher;
 
 -- The worker: sync profiles (the function does the rest as its owner), time them, mark a user's failure.
@@ -55,10 +56,11 @@ BEGIN
                             profile_sync.create_profiles(uuid[])
     TO service_role;
   GRANT SELECT ON {{profile}} TO service_role;
-  -- doctor (migrations, definitions, backlog), backfill (records events), replay --events (makes failed
+  -- doctor (migrations, definitions, guards, backlog), backfill (records events), replay --events (makes failed
   -- rows pending)
   GRANT SELECT ON profile_sync.schema_migrations, profile_sync.definitions, profile_sync.definition_objects
     TO service_role;
+  GRANT EXECUTE ON FUNCTION profile_sync.profile_references(), profile_sync.guard_name(name) TO service_role;
   GRANT SELECT, INSERT (user_id), UPDATE (failed_at, last_error, enqueued_at, job_id)
     ON profile_sync.signup_events TO service_role;
   BEGIN

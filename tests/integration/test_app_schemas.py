@@ -314,11 +314,10 @@ def test_server_code_waits_for_the_profile_with_profile_gate(app: App, app_setti
         sql.Identifier(*table.split(".")), sql.Identifier(column), sql.Identifier(column)
     )
     registry = CollectorRegistry()
-    registry.register(metrics.PROFILE_VALUES_DROPPED)
+    registry.register(metrics.DROPPED_VALUES)
 
     def dropped() -> float:
-        sample = "profilesync_profile_values_dropped_total"
-        return registry.get_sample_value(sample, {"column": app.columns[0]}) or 0.0
+        return registry.get_sample_value("profilesync_dropped_values_total") or 0.0
 
     with (
         psycopg.connect(app_settings.database_url, autocommit=True) as conn,

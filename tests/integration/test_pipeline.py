@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 
 from profilesync.config import Settings
 from profilesync.devkit.signups import KINDS, make_signup
-from profilesync.migrate import available, migrate
+from profilesync.migrate import Migrated, available, migrate
 from profilesync.publisher.service import Publisher
 from profilesync.queueing import CREATE_PROFILES, connect_redis, profiles_queue
 from tests.harness import (
@@ -266,7 +266,7 @@ def test_migrations_are_recorded_and_idempotent(conn: Conn) -> None:
     versions = [m.version for m in available()]
     recorded = [r[0] for r in conn.execute("SELECT version FROM profile_sync.schema_migrations ORDER BY 1")]
     assert recorded == versions
-    assert migrate(conn, dev_auth_stub=True) == []
+    assert migrate(conn, dev_auth_stub=True) == Migrated([], [])
 
 
 def test_migrate_refuses_a_database_without_auth_users(pg_admin_url: str) -> None:

@@ -7,8 +7,9 @@ import json
 import pytest
 
 from profilesync.config import Settings
+from profilesync.definitions import Guards
 from profilesync.ops.doctor import (
-    CHECKS,
+    DEFAULT_CHECKS,
     Check,
     Facts,
     Snapshot,
@@ -29,6 +30,10 @@ def healthy_facts(**changes: object) -> Facts:
         pending_migrations=[],
         trigger_enabled="O",
         missing_objects=[],
+        outdated_definitions=[],
+        drifted_objects=[],
+        guards=Guards(["public.chat_conversations.user_id"], [], 0),
+        profile_delete_rule="c",
         maxmemory_policy="noeviction",
         workers=2,
         failed_jobs=0,
@@ -52,7 +57,7 @@ def by_name(checks: list[Check]) -> dict[str, Check]:
 
 def test_a_healthy_system_passes_every_check() -> None:
     checks = evaluate(healthy_facts(), LIMITS)
-    assert [c.name for c in checks] == list(CHECKS)
+    assert [c.name for c in checks] == list(DEFAULT_CHECKS)
     assert {c.status for c in checks} == {"ok"}
     assert healthy(checks)
     assert by_name(checks)["backlog"].detail == "3 pending, oldest 0.4s"
@@ -92,6 +97,23 @@ def test_a_healthy_system_passes_every_check() -> None:
             "missing: grant 0; grant 1; grant 2; grant 3; grant 4; and 2 more",
         ),
         (
+            {"outdated_definitions": ["02_profiles", "09_grants"]},
+            "definitions",
+            "not applied: 02_profiles, 09_grants (run profilesync migrate)",
+        ),
+        (
+            {"drifted_objects": ["function profile_sync.clean_url(jsonb) changed"]},
+            "definitions",
+            "drifted from its definition: function profile_sync.clean_url(jsonb) changed (run profilesync",
+        ),
+        (
+            {"guards": Guards(["app.posts.author_id", "public.notes.owner"], ["app.posts.author_id"], 0)},
+            "guards",
+            "not guarded: app.posts.author_id: a client's insert right after signup can fail with 23503 (run "
+            "profilesync migrate)",
+        ),
+        ({"guards": None}, "guards", "the guards' functions are missing (run profilesync migrate)"),
+        (
             {"listen_url": "postgresql://u:pw@pooler.supabase.com:6543/postgres"},
             "listen_url",
             "transaction pooler",
@@ -113,7 +135,7 @@ def test_a_healthy_system_passes_every_check() -> None:
             "(point REDIS_URL at a writable primary)",
         ),
         ({"workers": 0}, "workers", "0 alive, expected at least 1"),
-        ({"failed_jobs": 2}, "failed_jobs", "2 failed (inspect with rq info"),
+        ({"failed_jobs": 2}, "failed_jobs", "2 failed (see profilesync failed"),
         ({"oldest_event_age": 61.0}, "backlog", "3 pending, oldest 61.0s > 60s"),
         ({"failed_events": 1}, "failed_events", "1 signup events failed permanently"),
         (
@@ -157,6 +179,20 @@ def test_an_unreadable_redis_policy_is_a_warning_not_a_failure() -> None:
     assert healthy(checks)
     assert "WARN  redis_policy" in format_table(checks)
     assert format_table(checks).endswith("\nhealthy")
+
+
+@pytest.mark.parametrize(
+    ("rule", "detail"),
+    [
+        ("a", "public.user_profiles references auth.users without ON DELETE CASCADE: deleting a user"),
+        ("", "public.user_profiles has no foreign key to auth.users"),
+    ],
+)
+def test_a_profile_key_without_on_delete_cascade_is_advice_not_a_failure(rule: str, detail: str) -> None:
+    checks = evaluate(healthy_facts(profile_delete_rule=rule), LIMITS)
+    assert by_name(checks)["delete_cascade"].status == "warn"
+    assert by_name(checks)["delete_cascade"].detail.startswith(detail)
+    assert healthy(checks)
 
 
 def test_a_snapshot_held_too_long_is_a_warning_naming_its_backend() -> None:
@@ -209,7 +245,7 @@ def test_table_and_json_output() -> None:
     data = json.loads(format_json(checks))
     assert data["healthy"] is False
     assert data["checks"][0] == {"name": "database", "status": "ok", "detail": "reachable"}
-    assert len(data["checks"]) == len(CHECKS)
+    assert len(data["checks"]) == len(DEFAULT_CHECKS)
 
 
 def test_publishers_may_be_optional() -> None:
