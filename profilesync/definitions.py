@@ -15,6 +15,7 @@ is rendered only when the context provides NAME (`Context.provides`).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from collections.abc import Mapping
@@ -118,12 +119,17 @@ class Context:
             "profile_literal": quote_literal(self.profile.sql()),
             "profile_id": quote_ident(self.profile_id),
             "profile_id_literal": quote_literal(self.profile_id),
-            "sync_profiles": profilesql.sync_profiles(self.mapping, self.facts).rstrip("\n"),
+            "sync_profiles": profilesql.sync_profiles(*self._mapped()).rstrip("\n"),
             "update_trigger": profilesql.update_trigger(self.mapping).rstrip("\n"),
         }
         if self.chat is not None:
             values |= {"chat": self.chat.sql(), "chat_literal": quote_literal(self.chat.sql())}
         return values
+
+    def _mapped(self) -> tuple[ProfileMapping, TableFacts]:
+        """The mapping and table facts for this context's profile table (`profile`, `profile_id` win)."""
+        mapping = dataclasses.replace(self.mapping, schema=self.profile.schema, table=self.profile.name)
+        return mapping, dataclasses.replace(self.facts, user_key=self.profile_id)
 
     def provides(self, need: str) -> bool:
         if need == "chat":

@@ -23,7 +23,7 @@ def test_the_seed_context_renders_every_definition_without_a_placeholder_left() 
     for definition in rendered:
         assert "{{" not in definition.sql
     profiles = next(d for d in rendered if d.name == "02_profiles").sql
-    assert "INSERT INTO public.user_profiles AS p (id, email, full_name, avatar_url)" in profiles
+    assert 'INSERT INTO "public"."user_profiles" AS p ("id", "email", "full_name", "avatar_url")' in profiles
 
 
 def test_another_profile_table_is_quoted_where_needed_and_changes_the_checksums() -> None:
