@@ -263,6 +263,35 @@ def test_every_signup_kind_inserts_its_first_row_at_once(
         assert dict(per_user) == dict.fromkeys(signups, 1)
 
 
+def test_a_referencing_table_added_after_migrate_is_named_then_guarded(
+    app: App, app_settings: Settings
+) -> None:
+    schema = app.profile.split(".")[0]
+    with psycopg.connect(app_settings.database_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE {table} (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+                " reviewer uuid NOT NULL REFERENCES {profile} ({key}));"
+                " GRANT INSERT (reviewer) ON {table} TO authenticated"
+            ).format(
+                table=sql.Identifier(schema, "reviews"),
+                profile=sql.Identifier(*app.profile.split(".")),
+                key=sql.Identifier(app.key),
+            )
+        )
+        facts = doctor.gather(app_settings, ["guards"])
+        assert facts.guards is not None and facts.guards.unguarded == [f"{schema}.reviews.reviewer"]
+        migrate(conn, load(app_settings.config))  # the fix doctor names
+        user = gotrue_signup(conn, "email")
+        with conn.transaction():
+            act_as(conn, "authenticated", user, "/reviews")
+            conn.execute(
+                sql.SQL("INSERT INTO {} (reviewer) VALUES (%s)").format(sql.Identifier(schema, "reviews")),
+                (user,),
+            )
+        assert _profile(conn, app, user) is not None
+
+
 def _ensure_profile(conn: Conn, user_id: uuid.UUID) -> None:
     """POST /rpc/ensure_profile with the user's JWT."""
     with conn.transaction():
