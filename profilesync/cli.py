@@ -29,7 +29,7 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
     mapping = settings.profile_mapping()
     if args.emit_supabase is not None:
-        return _emit_supabase(args.emit_supabase)
+        return _emit_supabase(args.emit_supabase, settings)
     with db.connect(settings.database_url, autocommit=True) as conn:
         if args.dry_run:
             print(plan(conn, mapping), end="")
@@ -43,10 +43,17 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _emit_supabase(directory: Path) -> int:
+def _emit_supabase(directory: Path, settings: Settings) -> int:
+    from profilesync.definitions import Context
+    from profilesync.migrate import preflight
     from profilesync.ops import supabase
 
-    written = supabase.emit(directory)
+    mapping = settings.profile_mapping()
+    context = Context()  # the seed's: no database needed
+    if not mapping.is_seed:  # the app's own table: its key and columns come from the catalog (DATABASE_URL)
+        with db.connect(settings.database_url, autocommit=True) as conn:
+            context = Context.of(mapping, preflight(conn, mapping))
+    written = supabase.emit(directory, context=context)
     for path in written:
         print(path)
     print(

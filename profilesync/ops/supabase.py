@@ -57,13 +57,18 @@ def _stamp(moment: datetime) -> str:
     return moment.strftime("%Y%m%d%H%M%S")
 
 
-def render_migration(migration: Migration) -> str:
+# For an app's own profile table (PROFILESYNC_CONFIG): sql/0001_tables.sql then creates no seed table.
+_NO_SEED_TABLES = "SELECT pg_catalog.set_config('profile_sync.seed_tables', 'off', true);\n"
+
+
+def render_migration(migration: Migration, seed_tables: bool = True) -> str:
     body = migration.read().rstrip("\n") + "\n"
     if _TAG in body:
         raise ValueError(f"{migration.filename} contains {_TAG}")
     return (
         _HEADER.format(what=f"migration {migration.name} (sql/{migration.filename})")
         + BOOTSTRAP
+        + ("" if seed_tables else _NO_SEED_TABLES)
         + _GUARDED.format(version=migration.version, name=migration.name, tag=_TAG, body=body)
     )
 
@@ -92,11 +97,15 @@ def emit(directory: Path, now: datetime | None = None, context: Context | None =
         fresh += 1
         return f"{_stamp(clock + timedelta(seconds=fresh - 1))}_{suffix}"
 
+    context = context or Context()
     files = [
-        (name_for(m.name.removeprefix(f"{m.version}_"), int(m.version)), render_migration(m))
+        (
+            name_for(m.name.removeprefix(f"{m.version}_"), int(m.version)),
+            render_migration(m, seed_tables=context.mapping.is_seed),
+        )
         for m in available()
     ]
-    label, content = render_definitions(context or Context())
+    label, content = render_definitions(context)
     files.append((name_for(label, None), content))
     written = []
     for name, text in files:

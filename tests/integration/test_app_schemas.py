@@ -444,6 +444,31 @@ def test_config_check_and_dry_run_name_the_problem_and_change_nothing(
         )
 
 
+def test_supabase_files_for_an_app_make_no_seed_tables(
+    app: App, app_settings: Settings, database_factory: DatabaseFactory, tmp_path: Path
+) -> None:
+    """`--emit-supabase` with the app's config, applied as `supabase db push` applies files (each in its own
+    transaction) to a database with the app's schema: the app's table is served, no seed table is made."""
+    assert app_settings.config is not None
+    done = _cli(app_settings, app_settings.config, "migrate", "--emit-supabase", str(tmp_path / "migrations"))
+    assert done.returncode == 0, done.stderr
+    url = create_owned_database(database_factory.admin_url, f"profilesync_app_{uuid.uuid4().hex[:12]}")
+    try:
+        with psycopg.connect(as_role(url, OWNER), autocommit=True) as owner:
+            owner.execute(auth_stub().encode())
+            owner.execute(app.ddl.encode())
+            for path in sorted((tmp_path / "migrations").iterdir()):
+                with owner.transaction():
+                    owner.execute(path.read_text().encode())
+            assert _seed_tables(owner) == 0
+        with psycopg.connect(url, autocommit=True) as conn:  # GoTrue and PostgREST, as the platform runs them
+            user = gotrue_signup(conn, "github", user_meta={"user_name": "octo"})
+            _first_insert(conn, app, user)
+            assert (_profile(conn, app, user) or {}).get(app.columns[0]) == "octo"
+    finally:
+        database_factory.drop(url)
+
+
 def test_migrate_refuses_a_config_that_does_not_fit_and_changes_nothing(
     database_factory: DatabaseFactory, tmp_path: Path
 ) -> None:
