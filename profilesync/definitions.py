@@ -73,13 +73,6 @@ class Name:
     schema: str
     name: str
 
-    @classmethod
-    def parse(cls, qualified: str) -> Name:
-        schema, dot, name = qualified.partition(".")
-        if not dot or not schema or not name:
-            raise ValueError(f"{qualified!r} is not schema-qualified (schema.table)")
-        return cls(schema, name)
-
     def sql(self) -> str:
         return f"{quote_ident(self.schema)}.{quote_ident(self.name)}"
 
