@@ -36,6 +36,11 @@ from tests.harness import count, reject_profile_of, running_publisher, signup, w
 Conn = psycopg.Connection[Any]
 LISTEN_APP = "profilesync-chat-listen"
 WAITERS = "SELECT count(*) FROM profile_sync.profile_waiters"
+# The LISTEN backend after its last start-up statement (profilesync.chat.readiness), idle until a probe.
+SETTLED = (
+    "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND datname = current_database()"
+    " AND state = 'idle' AND query LIKE '%%forget_dead_profile_waiters%%'"
+)
 ACTIVITY = (
     "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND datname = current_database()"
 )
@@ -83,6 +88,7 @@ def chat_service(
         with ChatService(pool, settings.model_copy(update=overrides)) as service:
             pool.wait()
             assert wait_for(lambda: listening(admin))
+            assert wait_for(lambda: count(admin, SETTLED, (LISTEN_APP,)) == 1)  # its start-up statements done
             yield service, pool
         assert wait_for(lambda: not listening(admin))
 
