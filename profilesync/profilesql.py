@@ -66,7 +66,7 @@ _SYNC = """WITH target AS (
            coalesce(u.raw_app_meta_data, '{{}}'::jsonb) AS a
     FROM auth.users u
     WHERE u.id = ANY (ids)
-    FOR KEY SHARE OF u
+    FOR SHARE OF u
   ), live AS (
     SELECT
       {live}
@@ -99,8 +99,12 @@ def sync_statement(mapping: ProfileMapping, facts: TableFacts) -> sql.Composed:
     missing).
 
     One snapshot: the events it deletes are exactly those committed before the users it read, and a change
-    committed meanwhile keeps its event for the next job. The users are read FOR KEY SHARE: a hard delete
-    running concurrently either finished first (the user is missing) or waits for this transaction (and then
+    committed meanwhile keeps its event for the next job. The users are read FOR SHARE, which conflicts with
+    every UPDATE of the row (FOR KEY SHARE would let a soft delete that changes no key column through): a soft
+    delete in flight is waited for and then seen (nothing is copied), one arriving later waits for this
+    transaction, so data is only copied from a row that stays live until the copy commits and the scrub that
+    retires a soft delete's event sees every profile copied before it. The same lock keeps the foreign key
+    safe: a hard delete either finished first (the user is missing) or waits for this transaction (and then
     cascades), so the foreign key never fails a batch (23503). ON CONFLICT DO UPDATE, not a separate UPDATE:
     it also catches a profile another path committed after this statement's snapshot.
     """
