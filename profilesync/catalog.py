@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from profilesync.mapping import ProfileMapping
+from profilesync.mapping import DEFAULT, ProfileMapping
 
 
 @dataclass(frozen=True)
@@ -146,6 +146,15 @@ class ProfileTable:
     schema: str
     table: str
     key: str  # the column holding the user's id
+    # the mapped columns, each with whether it is NOT NULL (scrubbed to the user's id instead of NULL)
+    personal: tuple[tuple[str, bool], ...] = ()
+
+    @classmethod
+    def of(cls, mapping: ProfileMapping, facts: TableFacts) -> ProfileTable:
+        personal = tuple(
+            (c.name, bool((found := facts.column(c.name)) and found.not_null)) for c in mapping.columns
+        )
+        return cls(mapping.schema, mapping.table, facts.user_key or "id", personal)
 
     @property
     def name(self) -> sql.Identifier:
@@ -157,10 +166,22 @@ class ProfileTable:
             self.name, sql.Identifier(self.key), user_id
         )
 
-
-SEED_TABLE = ProfileTable("public", "user_profiles", "id")
+    def holds_personal_data(self, alias: str) -> sql.Composed:
+        """True when the profile row `alias` holds a mapped value the soft-delete scrub clears."""
+        row = sql.Identifier(alias)
+        cleared = [
+            sql.SQL("{}.{} IS DISTINCT FROM {}").format(
+                row,
+                sql.Identifier(column),
+                sql.SQL("{}.{}::text").format(row, sql.Identifier(self.key)) if not_null else sql.SQL("NULL"),
+            )
+            for column, not_null in self.personal
+        ]
+        return sql.SQL("({})").format(sql.SQL(" OR ").join(cleared) if cleared else sql.SQL("false"))
 
 
 def profile_table(conn: psycopg.Connection[Any], mapping: ProfileMapping) -> ProfileTable:
-    facts = read_table(conn, mapping)
-    return ProfileTable(mapping.schema, mapping.table, (facts.user_key if facts else None) or "id")
+    return ProfileTable.of(mapping, read_table(conn, mapping) or SEED_FACTS)
+
+
+SEED_TABLE = ProfileTable.of(DEFAULT, SEED_FACTS)

@@ -162,7 +162,10 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
         profile = catalog.profile_table(conn, settings.profile_mapping())
         if args.dry_run:
             candidates = backfill.count_candidates(conn, profile)
-            print(f"dry run: {candidates:,} user(s) without a profile would be recorded")
+            print(
+                f"dry run: {candidates:,} user(s) would be recorded (without a profile, or soft-deleted with "
+                "personal data left in the profile)"
+            )
         else:
             total = backfill.count_users(conn)
             line = StatusLine(sys.stderr)

@@ -26,7 +26,7 @@ from typing import Any
 import psycopg
 
 from profilesync import profilesql
-from profilesync.catalog import SEED_FACTS, TableFacts
+from profilesync.catalog import SEED_FACTS, ProfileTable, TableFacts
 from profilesync.errors import MigrationError
 from profilesync.mapping import DEFAULT, ProfileMapping
 
@@ -114,6 +114,7 @@ class Context:
             "profile_id_literal": quote_literal(self.profile_id),
             "sync_profiles": profilesql.sync_profiles(*self._mapped()).rstrip("\n"),
             "update_trigger": profilesql.update_trigger(self.mapping).rstrip("\n"),
+            "profile_personal": ProfileTable.of(*self._mapped()).holds_personal_data("p").as_string(),
         }
         if self.chat is not None:
             values |= {"chat": self.chat.sql(), "chat_literal": quote_literal(self.chat.sql())}

@@ -1,4 +1,5 @@
-"""`profilesync backfill`: give existing users without a profile one, and the verification report.
+"""`profilesync backfill`: give existing users without a profile one (and scrub soft-deleted users' profiles
+that still hold personal data), and the verification report.
 
 The backfill writes outbox rows (profile_sync.signup_events), set-based, in keyset-paginated chunks of
 auth.users, and lets the running publisher and workers do the rest. That reuses the one durable path every
@@ -26,9 +27,12 @@ SIGNUP_CHANNEL = (
     "profile_sync_signup"  # the publisher's wake-up channel (profilesync.publisher.service.CHANNEL)
 )
 
-# A user needs a backfill when it is live, has no profile and no outbox row. Failed rows are `profilesync
-# replay`'s business: recording them again would only fail again.
-# Composed for the profile table (profilesync.catalog.ProfileTable): {has_profile} is its EXISTS probe.
+# A user needs a backfill when it has no outbox row and its profile is out of step: a live user without a
+# profile, or a soft-deleted user whose profile still holds personal data (the worker scrubs it). Failed rows
+# are `profilesync replay`'s business: recording them again would only fail again.
+# Composed for the profile table (profilesync.catalog.ProfileTable): {has_profile} is its EXISTS probe for the
+# user, {personal} true when the profile row `p` holds a mapped value the soft-delete scrub clears.
+# Two literal statements (not one with `OR $1 IS NULL`) so both can walk the primary key index.
 _CHUNK = """
 WITH batch AS (
   SELECT u.id, u.deleted_at FROM auth.users u
@@ -38,9 +42,7 @@ WITH batch AS (
 ), inserted AS (
   INSERT INTO profile_sync.signup_events (user_id)
   SELECT b.id FROM batch b
-  WHERE b.deleted_at IS NULL
-    AND NOT {has_profile}
-    AND NOT EXISTS (SELECT 1 FROM profile_sync.signup_events e WHERE e.user_id = b.id)
+  WHERE {out_of_step}
   ORDER BY b.id
   RETURNING user_id
 )
@@ -49,11 +51,22 @@ SELECT (SELECT b.id FROM batch b ORDER BY b.id DESC LIMIT 1),
        (SELECT count(*) FROM inserted),
        (SELECT i.user_id FROM inserted i LIMIT 1)
 """
+_OUT_OF_STEP = """
+  CASE WHEN b.deleted_at IS NULL
+       THEN NOT {has_profile}
+       ELSE EXISTS (SELECT 1 FROM {table} p WHERE p.{key} = b.id AND {personal})
+  END
+  AND NOT EXISTS (SELECT 1 FROM profile_sync.signup_events e WHERE e.user_id = b.id)"""
+# The same two kinds of user, counted separately so the planner can use anti-joins over every user.
 _CANDIDATES = """
-SELECT count(*) FROM auth.users b
-WHERE b.deleted_at IS NULL
-  AND NOT {has_profile}
-  AND NOT EXISTS (SELECT 1 FROM profile_sync.signup_events e WHERE e.user_id = b.id)
+SELECT (SELECT count(*) FROM auth.users b
+        WHERE b.deleted_at IS NULL
+          AND NOT {has_profile}
+          AND NOT EXISTS (SELECT 1 FROM profile_sync.signup_events e WHERE e.user_id = b.id))
+     + (SELECT count(*) FROM auth.users b JOIN {table} p ON p.{key} = b.id
+        WHERE b.deleted_at IS NOT NULL
+          AND {personal}
+          AND NOT EXISTS (SELECT 1 FROM profile_sync.signup_events e WHERE e.user_id = b.id))
 """
 _USERS = "SELECT count(*) FROM auth.users"
 _PENDING_EVENTS = "SELECT count(*) FROM profile_sync.signup_events WHERE failed_at IS NULL"
@@ -75,8 +88,13 @@ LIMIT %s
 
 
 def _compose(template: str, profile: ProfileTable, user_id: str, **parts: sql.Composable) -> sql.Composed:
-    has_profile = profile.has_profile(sql.SQL(user_id))
-    return sql.SQL(template).format(table=profile.name, has_profile=has_profile, **parts)
+    return sql.SQL(template).format(
+        table=profile.name,
+        key=sql.Identifier(profile.key),
+        has_profile=profile.has_profile(sql.SQL(user_id)),
+        personal=profile.holds_personal_data("p"),
+        **parts,
+    )
 
 
 @dataclass(frozen=True)
@@ -155,14 +173,17 @@ def record_missing(
     on_chunk: Callable[[int, int], None] | None = None,
     profile: ProfileTable = SEED_TABLE,
 ) -> BackfillResult:
-    """Walk auth.users by id in chunks; record an outbox event for each user that needs a profile.
+    """Walk auth.users by id in chunks; record an outbox event for each user whose profile is out of step
+    (missing, or a soft-deleted user's holding personal data).
 
     Each chunk is its own transaction (short locks, visible progress, a crash loses at most one chunk, which a
     re-run redoes) and wakes the publisher with one NOTIFY. `on_chunk(scanned, recorded)` reports totals.
     """
-    # Two literal statements (not one with `OR $1 IS NULL`) so both can walk the primary key index.
-    first_chunk = _compose(_CHUNK, profile, "b.id", after=sql.SQL(""))
-    next_chunk = _compose(_CHUNK, profile, "b.id", after=sql.SQL("WHERE u.id > %(after)s"))
+    out_of_step = _compose(_OUT_OF_STEP, profile, "b.id")
+    first_chunk = _compose(_CHUNK, profile, "b.id", after=sql.SQL(""), out_of_step=out_of_step)
+    next_chunk = _compose(
+        _CHUNK, profile, "b.id", after=sql.SQL("WHERE u.id > %(after)s"), out_of_step=out_of_step
+    )
     started = time.monotonic()
     after: uuid.UUID | None = None
     scanned = recorded = chunks = 0

@@ -9,6 +9,11 @@
 -- looks at values that change, so rows an existing project already has stay editable in other columns (as a
 -- NOT VALID constraint would), and it is not on INSERT: sync_profiles writes cleaned values already, and
 -- `authenticated` has no INSERT on the table; the worker's batch insert pays nothing.
+-- And the soft-delete invariant for UPDATEs (see profilesync/profilesql.py, FOR SHARE): email, full_name or
+-- avatar_url set to a new non-NULL value only for a live user, checked on the user's row read FOR SHARE (a
+-- soft delete in flight is waited for and seen; one arriving later waits for this transaction, and its scrub
+-- then sees this change); otherwise PT404. Clearing a field (the scrub) and the worker's updates of live
+-- users pass. Also on email, which the worker, the scrub and service_role write.
 CREATE OR REPLACE FUNCTION profile_sync.check_profile_update() RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -25,10 +30,21 @@ BEGIN
     RAISE EXCEPTION 'profile_sync: avatar_url must be a public http(s) URL'
       USING ERRCODE = 'check_violation';
   END IF;
+  IF (NEW.email IS DISTINCT FROM OLD.email AND NEW.email IS NOT NULL)
+     OR (NEW.full_name IS DISTINCT FROM OLD.full_name AND NEW.full_name IS NOT NULL)
+     OR (NEW.avatar_url IS DISTINCT FROM OLD.avatar_url AND NEW.avatar_url IS NOT NULL) THEN
+    PERFORM 1 FROM auth.users u WHERE u.id = NEW.id AND u.deleted_at IS NULL FOR SHARE OF u;
+    IF NOT FOUND THEN
+      RAISE EXCEPTION 'profile_sync: user % does not exist or was deleted', NEW.id
+        USING ERRCODE = 'PT404',
+              DETAIL = 'the profile of a user missing from auth.users or soft-deleted keeps no personal data',
+              HINT = 'the account behind this session is gone: sign the user out (supabase.auth.signOut())';
+    END IF;
+  END IF;
   RETURN NEW;
 END
 $$;
 
 CREATE OR REPLACE TRIGGER profile_sync_check_profile_update
-  BEFORE UPDATE OF full_name, avatar_url ON {{profile}}
+  BEFORE UPDATE OF email, full_name, avatar_url ON {{profile}}
   FOR EACH ROW EXECUTE FUNCTION profile_sync.check_profile_update();

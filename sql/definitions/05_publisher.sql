@@ -20,8 +20,10 @@ BEGIN
 END
 $$;
 
--- The sweeper: live users with neither profile nor outbox row get one (the signup trigger could not record
--- them, or they signed up before the install). One call examines the next p_limit users by primary key after
+-- The sweeper: users whose profile is out of step and who have no outbox row get one, so the worker brings
+-- them in step: live users without a profile (the signup trigger could not record them, or they signed up
+-- before the install), and soft-deleted users whose profile still holds a mapped value (written by something
+-- that bypassed sync_profiles' FOR SHARE rule: an app's own insert, a restore). One call examines the next p_limit users by primary key after
 -- p_after (NULL: from the start) and returns the last id it examined (NULL once past the end: start over), so
 -- its cost is bounded by p_limit whatever the number of users (one anti-join over every user costs seconds
 -- at 1,000,000; a slice of 50,000 tens of milliseconds).
@@ -48,8 +50,10 @@ BEGIN
     ), inserted AS (
       INSERT INTO profile_sync.signup_events (user_id)
       SELECT s.id FROM slice s
-      WHERE s.deleted_at IS NULL
-        AND (SELECT p.{{profile_id}} FROM {{profile}} p WHERE p.{{profile_id}} = s.id) IS NULL
+      WHERE CASE WHEN s.deleted_at IS NULL
+                 THEN (SELECT p.{{profile_id}} FROM {{profile}} p WHERE p.{{profile_id}} = s.id) IS NULL
+                 ELSE coalesce((SELECT {{profile_personal}} FROM {{profile}} p WHERE p.{{profile_id}} = s.id), false)
+            END
         AND (SELECT e.id FROM profile_sync.signup_events e WHERE e.user_id = s.id LIMIT 1) IS NULL
       RETURNING 1
     )

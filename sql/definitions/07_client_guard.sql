@@ -68,17 +68,26 @@ AS $$
 DECLARE
   referenced uuid := pg_catalog.to_jsonb(NEW) ->> TG_ARGV[0];
 BEGIN
-  -- The fast path: the profile exists (a NULL is left to the column's own constraints).
-  IF referenced IS NULL OR EXISTS (SELECT 1 FROM {{profile}} p WHERE p.{{profile_id}} = referenced) THEN
+  -- The fast path: the profile exists and its user is live (two primary-key probes; a NULL is left to the
+  -- column's own constraints). A soft-deleted user is gone: their still-valid JWT gets PT404 as a deleted
+  -- user's does, also when a (scrubbed) profile exists.
+  IF referenced IS NULL OR EXISTS (
+    SELECT 1 FROM {{profile}} p JOIN auth.users u ON u.id = p.{{profile_id}}
+    WHERE p.{{profile_id}} = referenced AND u.deleted_at IS NULL
+  ) THEN
     RETURN NEW;
   END IF;
   IF pg_catalog.current_setting('role') = 'authenticated' AND referenced IS DISTINCT FROM (SELECT auth.uid()) THEN
     RETURN NEW;
   END IF;
   -- Idempotent: a worker creating the same profile concurrently makes this wait for it and do nothing.
-  -- Re-read rather than trust the function's counts: whoever created the profile, it must exist now.
+  -- Re-read rather than trust the function's counts: whoever created the profile, it must exist now, for a
+  -- user that is live (create_profiles holds its FOR SHARE lock on the user until this transaction ends).
   PERFORM profile_sync.create_profiles(ARRAY[referenced]);
-  IF NOT EXISTS (SELECT 1 FROM {{profile}} p WHERE p.{{profile_id}} = referenced) THEN
+  IF NOT EXISTS (
+    SELECT 1 FROM {{profile}} p JOIN auth.users u ON u.id = p.{{profile_id}}
+    WHERE p.{{profile_id}} = referenced AND u.deleted_at IS NULL
+  ) THEN
     RAISE EXCEPTION 'profile_sync: user % does not exist or was deleted', referenced
       USING ERRCODE = 'PT404',
             DETAIL = 'no profile can be created for a user missing from auth.users or soft-deleted',
