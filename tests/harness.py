@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import threading
@@ -127,6 +129,51 @@ def gotrue_signup(conn: psycopg.Connection[Any], kind: str = "email", **changes:
             }
             gotrue_update(conn, simulated.id, raw_user_meta_data={**simulated.user_meta, **identity})
     return simulated.id
+
+
+def obfuscated(user_id: uuid.UUID, value: str) -> str:
+    """GoTrue's obfuscateValue: the unpadded base64url SHA-256 of the user id followed by the value."""
+    digest = hashlib.sha256(f"{user_id}{value}".encode()).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def gotrue_soft_delete_user(conn: psycopg.Connection[Any], user_id: uuid.UUID) -> None:
+    """The first UPDATE of GoTrue's SoftDeleteUser, inside an auth_server transaction: email and phone
+    obfuscated (the phone, unique in auth.users, cut to 15 characters), secrets cleared, deleted_at set."""
+    row = conn.execute(
+        "SELECT coalesce(email, ''), coalesce(phone, ''), coalesce(email_change, ''),"
+        " coalesce(phone_change, '') FROM users WHERE id = %s",
+        (user_id,),
+    ).fetchone()
+    email, phone, email_change, phone_change = row or ("", "", "", "")
+    gotrue_update(
+        conn,
+        user_id,
+        email=obfuscated(user_id, email),
+        phone=obfuscated(user_id, phone)[:15],
+        encrypted_password=None,
+        email_change=obfuscated(user_id, email_change),
+        phone_change=obfuscated(user_id, phone_change)[:15],
+        confirmation_token="",
+        recovery_token="",
+        email_change_token_current="",
+        email_change_token_new="",
+        phone_change_token="",
+        deleted_at="now",
+    )
+
+
+def gotrue_soft_delete_rest(conn: psycopg.Connection[Any], user_id: uuid.UUID) -> None:
+    """The rest of SoftDeleteUser's transaction: both metadata columns emptied."""
+    gotrue_update(conn, user_id, raw_user_meta_data={})
+    gotrue_update(conn, user_id, raw_app_meta_data={})
+
+
+def gotrue_soft_delete(conn: psycopg.Connection[Any], user_id: uuid.UUID) -> None:
+    """`auth.admin.deleteUser(id, true)`: GoTrue's SoftDeleteUser in one transaction."""
+    with auth_server(conn):
+        gotrue_soft_delete_user(conn, user_id)
+        gotrue_soft_delete_rest(conn, user_id)
 
 
 def process_env(settings: Settings, **extra: str) -> dict[str, str]:

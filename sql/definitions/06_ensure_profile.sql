@@ -1,6 +1,7 @@
 -- The caller's own profile, created if missing: call it on sign-in and on every auth state change (harmless on
 -- every app start). In schema public so PostgREST exposes it as POST /rpc/ensure_profile. The fast path is one
--- primary-key lookup. Only auth.uid() is ever used: no argument names another user.
+-- primary-key lookup. Only auth.uid() is ever used: no argument names another user. Only for a live user: a
+-- soft-deleted user's still-valid JWT gets PT404 as a deleted user's does, never the (scrubbed) row.
 --
 -- Errors an app sees (PostgREST forwards code, message, details and hint as JSON, and turns SQLSTATE PTxxx
 -- into HTTP status xxx):
@@ -15,7 +16,9 @@ DECLARE
   caller uuid := auth.uid();
   profile {{profile}};
 BEGIN
-  SELECT p.* INTO profile FROM {{profile}} p WHERE p.{{profile_id}} = caller;
+  SELECT p.* INTO profile FROM {{profile}} p
+  WHERE p.{{profile_id}} = caller
+    AND EXISTS (SELECT 1 FROM auth.users u WHERE u.id = caller AND u.deleted_at IS NULL);
   IF FOUND THEN
     RETURN profile;
   END IF;
@@ -25,7 +28,9 @@ BEGIN
             HINT = 'call it with the session of a signed-in user (request.jwt.claims has no sub)';
   END IF;
   PERFORM profile_sync.create_profiles(ARRAY[caller]);
-  SELECT p.* INTO profile FROM {{profile}} p WHERE p.{{profile_id}} = caller;
+  SELECT p.* INTO profile FROM {{profile}} p
+  WHERE p.{{profile_id}} = caller
+    AND EXISTS (SELECT 1 FROM auth.users u WHERE u.id = caller AND u.deleted_at IS NULL);
   IF NOT FOUND THEN
     RAISE EXCEPTION 'profile_sync: user % does not exist or was deleted', caller
       USING ERRCODE = 'PT404',

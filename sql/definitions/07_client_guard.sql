@@ -20,7 +20,8 @@
 --
 -- Errors an app sees:
 --   PT404  the user does not exist in auth.users or is soft-deleted (HTTP 404, "code": "PT404"), never a bare
---          23503.
+--          23503. A soft-deleted user is gone: their still-valid JWT gets PT404 as a deleted user's does, also
+--          when a (scrubbed) profile exists.
 --   42501  an `authenticated` caller writing another user's id where row level security forbids it (HTTP 403);
 --          the trigger creates no profile for another user (without such a policy the foreign key decides).
 -- Isolation: PostgREST runs requests in READ COMMITTED. Under REPEATABLE READ a profile a worker commits
@@ -68,17 +69,28 @@ AS $$
 DECLARE
   referenced uuid := pg_catalog.to_jsonb(NEW) ->> TG_ARGV[0];
 BEGIN
-  -- The fast path: the profile exists (a NULL is left to the column's own constraints).
-  IF referenced IS NULL OR EXISTS (SELECT 1 FROM {{profile}} p WHERE p.{{profile_id}} = referenced) THEN
+  -- A NULL is left to the column's own constraints.
+  IF referenced IS NULL THEN
+    RETURN NEW;
+  END IF;
+  -- The fast path: the profile exists and its user is live (two primary-key probes, no extra round trip).
+  IF EXISTS (
+    SELECT 1 FROM {{profile}} p JOIN auth.users u ON u.id = p.{{profile_id}}
+    WHERE p.{{profile_id}} = referenced AND u.deleted_at IS NULL
+  ) THEN
     RETURN NEW;
   END IF;
   IF pg_catalog.current_setting('role') = 'authenticated' AND referenced IS DISTINCT FROM (SELECT auth.uid()) THEN
     RETURN NEW;
   END IF;
   -- Idempotent: a worker creating the same profile concurrently makes this wait for it and do nothing.
-  -- Re-read rather than trust the function's counts: whoever created the profile, it must exist now.
+  -- Re-read rather than trust the function's counts: whoever created the profile, it must exist now, for a
+  -- user that is live (create_profiles holds its FOR SHARE lock on the user until this transaction ends).
   PERFORM profile_sync.create_profiles(ARRAY[referenced]);
-  IF NOT EXISTS (SELECT 1 FROM {{profile}} p WHERE p.{{profile_id}} = referenced) THEN
+  IF NOT EXISTS (
+    SELECT 1 FROM {{profile}} p JOIN auth.users u ON u.id = p.{{profile_id}}
+    WHERE p.{{profile_id}} = referenced AND u.deleted_at IS NULL
+  ) THEN
     RAISE EXCEPTION 'profile_sync: user % does not exist or was deleted', referenced
       USING ERRCODE = 'PT404',
             DETAIL = 'no profile can be created for a user missing from auth.users or soft-deleted',

@@ -25,6 +25,7 @@ from tests.harness import (
     count,
     drain_once,
     gotrue_signup,
+    gotrue_soft_delete,
     gotrue_update,
     run_worker_burst,
     wait_for,
@@ -89,28 +90,6 @@ def confirm_email_change(conn: Conn, user_id: uuid.UUID, new_email: str, *, anon
         )
         gotrue_update(conn, user_id, confirmation_token="", email_confirmed_at="now")
         gotrue_update(conn, user_id, raw_user_meta_data={**metadata(conn, user_id), "email_verified": True})
-
-
-def soft_delete(conn: Conn, user_id: uuid.UUID) -> None:
-    """SoftDeleteUser: email/phone obfuscated, deleted_at set, then both metadata columns emptied."""
-    with auth_server(conn):
-        gotrue_update(
-            conn,
-            user_id,
-            email="Jm9vYmFyLW9iZnVzY2F0ZWQtZW1haWwtaGFzaA",
-            phone="Jm9vYmFyLW9iZnV",
-            encrypted_password=None,
-            email_change="",
-            phone_change="",
-            confirmation_token="",
-            recovery_token="",
-            email_change_token_current="",
-            email_change_token_new="",
-            phone_change_token="",
-            deleted_at="now",
-        )
-        gotrue_update(conn, user_id, raw_user_meta_data={})
-        gotrue_update(conn, user_id, raw_app_meta_data={})
 
 
 # -- events: exactly the changes that matter, one per transaction -------------------------------------------
@@ -254,7 +233,7 @@ def test_soft_delete_scrubs_the_profile_and_hard_delete_cascades(conn: Conn) -> 
     user, other = gotrue_signup(conn, "google"), gotrue_signup(conn, "sso")
     sync(conn, [user, other])
     conn.execute("INSERT INTO public.chat_conversations (user_id, title) VALUES (%s, 'kept')", (user,))
-    soft_delete(conn, user)
+    gotrue_soft_delete(conn, user)
     assert count(conn, EVENTS) == 1
     assert sync(conn, [user]) == (0, 0, 1, 1)  # scrubbed; no live user
     assert profile(conn, user) == (None, None, None)
@@ -336,7 +315,7 @@ def test_each_lifecycle_step_reaches_the_profile_within_a_second(conn: Conn, pip
     confirm_email_change(conn, ada, "ada@lovelace.org")
     seconds["email change"] = reaches(conn, ada, ("ada@lovelace.org", "Ada Lovelace", AVATAR))
 
-    soft_delete(conn, ada)
+    gotrue_soft_delete(conn, ada)
     seconds["soft delete"] = reaches(conn, ada, (None, None, None))
 
     assert max(seconds.values()) < 1.0, seconds
