@@ -1,5 +1,35 @@
 -- Creating and syncing profiles: the one mapping from auth.users to the profile table, used by the worker
 -- (sync_profiles), by every other path that creates a profile (create_profiles), and the workers' latency probe.
+--
+-- A soft-deleted user keeps no personal data in the profile, whatever the interleaving, and is treated as gone.
+-- The invariant: a profile of a user whose auth.users.deleted_at is set holds no mapped value (the seed's
+-- email, full_name, avatar_url) once the user's outbox is empty. Three parts keep it:
+--   1. Whatever copies personal data into a profile reads the user's CURRENT row FOR SHARE and holds that lock
+--      to its commit (sync_profiles, which the worker, the client guards, public.ensure_profile() and the
+--      ChatService fallback all go through; check_profile_update for a direct UPDATE of the profile).
+--   2. The scrub (sync_profiles for a soft-deleted user) retires only the events its own snapshot sees.
+--   3. Whatever escaped both (data an app wrote itself, a profile restored from a backup) is found by the
+--      publisher's sweeper (record_unrecorded_users), by `profilesync backfill`, and reported by doctor.
+--
+-- Why FOR SHARE and not FOR KEY SHARE. A row lock taken by a reader conflicts with an UPDATE according to
+-- the UPDATE's own mode: FOR UPDATE when it changes a key column (one with a plain unique index), FOR NO KEY
+-- UPDATE otherwise. GoTrue's soft delete sets deleted_at in the same UPDATE that obfuscates phone, which
+-- Supabase's auth.users keeps unique (users_phone_key): a key update, which FOR KEY SHARE already blocks.
+-- But an UPDATE setting deleted_at without changing a key column (an operator's or an admin tool's soft
+-- delete, an auth schema without that constraint) takes FOR NO KEY UPDATE, which FOR KEY SHARE lets through:
+-- then a profile copied from the live row could commit after the soft delete and after the scrub that
+-- retired its event. FOR SHARE conflicts with every UPDATE of the row, so for any soft delete S:
+--   * S in flight when the copy reads the row: the read waits for S and then sees S's row version (a locking
+--     read in READ COMMITTED follows the update; under REPEATABLE READ it fails with 40001, to be retried):
+--     deleted_at is set, nothing is copied;
+--   * S arriving while a copy holds the lock: S waits for the copy's commit. S's event therefore commits
+--     after the copied profile, and a scrub whose snapshot includes that event sees that profile and clears
+--     it. A scrub whose snapshot predates the event leaves the event for the next job (part 2).
+-- The price: a copy and a concurrent UPDATE of the same user (a login's last_sign_in_at) wait for each other
+-- for the length of the shorter transaction (milliseconds), where FOR KEY SHARE let them pass.
+--
+-- Treated as gone (a soft-deleted user's JWT stays valid until it expires): public.ensure_profile() and the
+-- client guards answer PT404 as for a deleted user, and an UPDATE cannot put name or avatar back.
 
 -- PROFILESYNC_METADATA_POLICY for a field the metadata feeds (full_name, avatar_url) of an existing profile:
 --   fill-null  fill the field while it is still NULL, never overwrite what the user edited (the default);

@@ -21,14 +21,15 @@ END
 $$;
 
 -- The sweeper: users whose profile is out of step and who have no outbox row get one, so the worker brings
--- them in step: live users without a profile (the signup trigger could not record them, or they signed up
--- before the install), and soft-deleted users whose profile still holds a mapped value (written by something
--- that bypassed sync_profiles' FOR SHARE rule: an app's own insert, a restore). One call examines the next p_limit users by primary key after
--- p_after (NULL: from the start) and returns the last id it examined (NULL once past the end: start over), so
--- its cost is bounded by p_limit whatever the number of users (one anti-join over every user costs seconds
--- at 1,000,000; a slice of 50,000 tens of milliseconds).
+-- them in step: live users without a profile (their signup's trigger gave up on a lock, ran while our schema
+-- was broken, or they signed up before the install), and soft-deleted users whose profile still holds
+-- a mapped value (written by something that bypassed the FOR SHARE rule of sync_profiles: an app's own insert,
+-- a restore). One call examines the next p_limit users by primary key after p_after (NULL: from the start)
+-- and returns the last id it examined (NULL once past the end: start over), so its cost is bounded by p_limit
+-- whatever the number of users (one anti-join over every user costs seconds at 1,000,000; a slice of 50,000
+-- tens of milliseconds).
 -- Failed users keep their failed row and are not swept (that is `profilesync replay --events`' business).
--- Races: a signup still in flight is invisible until it commits with its own row; sync_profiles inserts the
+-- Races: a signup still in flight is invisible until it commits with its own row; sync_profiles writes the
 -- profile and deletes the rows in one transaction, so the statement's snapshot sees one or the other; a
 -- concurrent backfill may record a user twice, which the idempotent path absorbs.
 -- Planned with the actual values (EXECUTE): a generic plan guesses that a third of auth.users follows p_after
@@ -52,7 +53,8 @@ BEGIN
       SELECT s.id FROM slice s
       WHERE CASE WHEN s.deleted_at IS NULL
                  THEN (SELECT p.{{profile_id}} FROM {{profile}} p WHERE p.{{profile_id}} = s.id) IS NULL
-                 ELSE coalesce((SELECT {{profile_personal}} FROM {{profile}} p WHERE p.{{profile_id}} = s.id), false)
+                 ELSE coalesce((SELECT {{profile_personal}} FROM {{profile}} p WHERE p.{{profile_id}} = s.id),
+                               false)
             END
         AND (SELECT e.id FROM profile_sync.signup_events e WHERE e.user_id = s.id LIMIT 1) IS NULL
       RETURNING 1

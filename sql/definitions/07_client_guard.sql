@@ -20,7 +20,8 @@
 --
 -- Errors an app sees:
 --   PT404  the user does not exist in auth.users or is soft-deleted (HTTP 404, "code": "PT404"), never a bare
---          23503.
+--          23503. A soft-deleted user is gone: their still-valid JWT gets PT404 as a deleted user's does, also
+--          when a (scrubbed) profile exists.
 --   42501  an `authenticated` caller writing another user's id where row level security forbids it (HTTP 403);
 --          the trigger creates no profile for another user (without such a policy the foreign key decides).
 -- Isolation: PostgREST runs requests in READ COMMITTED. Under REPEATABLE READ a profile a worker commits
@@ -68,10 +69,12 @@ AS $$
 DECLARE
   referenced uuid := pg_catalog.to_jsonb(NEW) ->> TG_ARGV[0];
 BEGIN
-  -- The fast path: the profile exists and its user is live (two primary-key probes; a NULL is left to the
-  -- column's own constraints). A soft-deleted user is gone: their still-valid JWT gets PT404 as a deleted
-  -- user's does, also when a (scrubbed) profile exists.
-  IF referenced IS NULL OR EXISTS (
+  -- A NULL is left to the column's own constraints.
+  IF referenced IS NULL THEN
+    RETURN NEW;
+  END IF;
+  -- The fast path: the profile exists and its user is live (two primary-key probes, no extra round trip).
+  IF EXISTS (
     SELECT 1 FROM {{profile}} p JOIN auth.users u ON u.id = p.{{profile_id}}
     WHERE p.{{profile_id}} = referenced AND u.deleted_at IS NULL
   ) THEN

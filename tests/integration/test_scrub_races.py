@@ -1,5 +1,5 @@
 """A soft delete racing profile creation ends with a profile that holds no personal data, on every
-interleaving (docs/lifecycle.md, "Soft delete racing profile creation").
+interleaving (sql/definitions/02_profiles.sql).
 
 Each interleaving uses real connections: the insert path's transaction is held open once it has written the
 profile (or is blocked), GoTrue's soft delete runs as supabase_auth_admin, and the worker's job for the soft
