@@ -489,7 +489,7 @@ def test_migrate_refuses_a_config_that_does_not_fit_and_changes_nothing(
             # earlier ones stays, the signup trigger on auth.users included.
             owner.execute("ALTER TABLE public.profiles DROP COLUMN bio")
             owner.execute("CREATE SCHEMA profile_sync; CREATE TABLE profile_sync.dropped_values ()")
-            with pytest.raises(MigrationError, match=r"0011_dropped_values\.sql"):
+            with pytest.raises(MigrationError, match=r"0012_dropped_values\.sql"):
                 migrate(owner, load(config))
             assert (
                 count(
@@ -499,6 +499,6 @@ def test_migrate_refuses_a_config_that_does_not_fit_and_changes_nothing(
             )
             assert count(owner, "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'profile_sync%%'") == 0
             owner.execute("DROP SCHEMA profile_sync CASCADE")
-            assert migrate(owner, load(config)).migrations[-1] == "0011_dropped_values"
+            assert migrate(owner, load(config)).migrations[-1] == "0012_dropped_values"
     finally:
         database_factory.drop(url)
