@@ -57,6 +57,14 @@ def _stamp(moment: datetime) -> str:
     return moment.strftime("%Y%m%d%H%M%S")
 
 
+def _label(migration: Migration) -> str:
+    """The part of the file name after `profilesync_`: the released migrations' names had no number; every
+    later one carries it (names repeat: 0003_readiness, 0011_readiness)."""
+    if int(migration.version) <= EPOCH_DATED_THROUGH:
+        return migration.name.removeprefix(f"{migration.version}_")
+    return migration.name
+
+
 def render_migration(migration: Migration) -> str:
     body = migration.read().rstrip("\n") + "\n"
     if _TAG in body:
@@ -92,10 +100,7 @@ def emit(directory: Path, now: datetime | None = None, context: Context | None =
         fresh += 1
         return f"{_stamp(clock + timedelta(seconds=fresh - 1))}_{suffix}"
 
-    files = [
-        (name_for(m.name.removeprefix(f"{m.version}_"), int(m.version)), render_migration(m))
-        for m in available()
-    ]
+    files = [(name_for(_label(m), int(m.version)), render_migration(m)) for m in available()]
     label, content = render_definitions(context or Context())
     files.append((name_for(label, None), content))
     written = []

@@ -16,6 +16,7 @@ import redis
 
 from profilesync.devkit.children import Children
 from profilesync.devkit.embedded import EmbeddedPostgres, EmbeddedRedis
+from profilesync.queueing import RETRY_MAX
 from tests.harness import count, wait_for
 from tests.servers import DatabaseFactory
 
@@ -28,11 +29,10 @@ STATEMENT_TIMEOUT = 3  # below JOB_TIMEOUT, as in production
 LOCK_TIMEOUT = 2
 SWEEP_INTERVAL = 1.0
 WORKER_MAINTENANCE_INTERVAL = 5
-RETRY_FIRST_INTERVAL = 2  # queueing.RETRY_INTERVALS[0]
 # Worst case for a killed worker's job: its registry entry expires, the next maintenance pass of a live worker
 # retries it (taking over the dead worker's scheduler lock, which expires 61 s after its last heartbeat), the
 # scheduler enqueues the retry, a worker runs it.
-WORKER_KILL_BOUND = JOB_TIMEOUT + 60 + WORKER_MAINTENANCE_INTERVAL + RETRY_FIRST_INTERVAL + 15
+WORKER_KILL_BOUND = JOB_TIMEOUT + 60 + WORKER_MAINTENANCE_INTERVAL + RETRY_MAX + 15
 
 
 @dataclass
@@ -141,6 +141,14 @@ class Target:
         return self.count(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND wait_event_type = 'Lock'",
             (application_name,),
+        )
+
+    def terminate_backends(self) -> int:
+        """pg_terminate_backend of every profilesync process's backend in this database (a failover, an
+        operator's kill); returns how many."""
+        return self.count(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND application_name LIKE 'profilesync%%'"
         )
 
     def close(self) -> None:

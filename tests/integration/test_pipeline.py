@@ -130,8 +130,8 @@ def test_an_idle_publisher_is_woken_by_notify_not_the_safety_timer(conn: Conn, s
 def test_malformed_notify_payloads_are_logged_and_ignored(conn: Conn, settings: Settings) -> None:
     with capture_logs() as logs, running_publisher(settings):
         assert wait_for(lambda: count(conn, "SELECT count(*) FROM profile_sync.publishers WHERE idle") == 1)
-        conn.execute("SELECT pg_notify('profile_sync_signup', 'not a uuid; DROP TABLE auth.users')")
-        conn.execute("SELECT pg_notify('profile_sync_signup', '')")
+        conn.execute("SELECT pg_notify('profile_sync_signup', 'not empty; DROP TABLE auth.users')")
+        conn.execute("SELECT pg_notify('profile_sync_signup', gen_random_uuid()::text)")
 
         def warnings() -> int:
             return sum(e["event"] == "ignoring malformed NOTIFY payload" for e in logs)
@@ -180,7 +180,15 @@ def test_a_user_deleted_before_the_job_runs_is_done_not_failed(
     assert FailedJobRegistry(queue=queue).count == 0
     finished = queue.finished_job_registry.get_job_ids()
     result = Job.fetch(finished[0], connection=redis_conn, serializer=JSONSerializer).return_value()
-    assert result == {"created": 1, "existing": 0, "updated": 0, "scrubbed": 0, "missing": 1, "failed": 0}
+    assert result == {
+        "created": 1,
+        "existing": 0,
+        "updated": 0,
+        "scrubbed": 0,
+        "missing": 1,
+        "failed": 0,
+        "locked": 0,
+    }
     assert count(conn, PROFILES) == 1
     assert count(conn, EVENTS) == 0
     assert kept != deleted
