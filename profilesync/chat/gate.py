@@ -17,7 +17,7 @@ from profilesync import db, dropped
 from profilesync.chat.errors import ProfileNotReadyError, UnknownUserError
 from profilesync.chat.model import parse_user_id
 from profilesync.chat.readiness import ReadinessListener
-from profilesync.chat.waiters import WaiterRegistry, Wake
+from profilesync.chat.waiters import Waiter, WaiterRegistry, Wake
 from profilesync.config import Settings
 from profilesync.logs import get_logger
 
@@ -28,8 +28,13 @@ T = TypeVar("T")
 Insert = Callable[[psycopg.Connection[Any]], T]
 """The caller's own statement(s) for the user, on an autocommit connection. A ForeignKeyViolation (23503)
 it raises means "the profile is not there yet": it is called again once the profile exists."""
-_WATCH = "SELECT state, waiter_id FROM profile_sync.watch_profile(%s, %s, %s)"
-_UNWATCH = "SELECT profile_sync.unwatch_profiles(%s)"
+# The wait, one round trip each: register (committed before the re-check: sql/definitions/04_readiness.sql),
+# re-check once the profile inserts in flight have ended; at the end the caller's insert, then the removal of
+# the registrations (left in place when the insert fails), or the profile's state that removes them.
+_WATCH = "SELECT profile_sync.watch_profile(%s, %s, %s)"
+_RECHECK = "SELECT profile_sync.recheck_profile(%s, %s)"
+_STATE_UNWATCHING = "SELECT profile_sync.profile_state(%s), profile_sync.unwatch_profiles(%s::uuid[])"
+_UNWATCH = "SELECT profile_sync.unwatch_profiles(%s::uuid[])"
 _STATE = "SELECT profile_sync.profile_state(%s)"
 # The inline fallback, with a bound on its lock waits set first in the same statement (the function's argument
 # depends on it) and for that statement's transaction only: one round trip.
@@ -46,9 +51,11 @@ class ProfileGate(Generic[T]):
     right after a signup runs its insert through `run(user_id, insert)`.
 
     `run` inserts first: when the profile exists that single call is the whole cost. When the insert hits
-    the foreign key (SQLSTATE 23503), it waits for the profile on the `profile_sync_ready` readiness signal
-    (a NOTIFY from the profile table's insert trigger, whoever inserts the profile), at most
-    `settings.chat_wait_timeout` seconds, then retries the insert. If the profile is still missing:
+    the foreign key (SQLSTATE 23503), it registers a random token for the user and waits for the profile on
+    the `profile_sync_ready` readiness signal (a NOTIFY carrying that token, from the profile table's insert
+    trigger, whoever inserts the profile), at most `settings.chat_wait_timeout` seconds, then retries the
+    insert. At the deadline it reads where the profile stands: one that exists by then gets its insert. If
+    the profile is still missing:
 
     - `chat_fallback="create"`: creates the profile inline with `profile_sync.create_profiles` (idempotent,
       the worker's own mapping of auth metadata; the worker's job then finds it and does nothing), inserts;
@@ -66,8 +73,9 @@ class ProfileGate(Generic[T]):
     connections surface as psycopg.OperationalError.
 
     Every statement runs in autocommit (set on the borrowed pool connection and restored), so the fast path
-    is one round trip. Waiting holds no pool connection: callers block on an in-process Event, all woken by
-    one LISTEN connection and thread per service. Use as a context manager, or call close().
+    is one round trip. Waiting holds no pool connection (except while the re-check after registering waits
+    for profile inserts already in flight): callers block on an in-process Event, all woken by one LISTEN
+    connection and thread per service. Use as a context manager, or call close().
     """
 
     def __init__(self, pool: ConnectionPool[Any], settings: Settings) -> None:
@@ -102,8 +110,17 @@ class ProfileGate(Generic[T]):
             return done[0]
 
         started = time.monotonic()
+        state = None
         if self._timeout > 0:
-            done = self._wait_and_insert(uid, insert, started + self._timeout)
+            with self._registry.watch() as waiter:
+                try:
+                    done = self._wait_and_insert(waiter, uid, insert, started + self._timeout)
+                    if done is None:  # the deadline: where does the profile stand now?
+                        state = self._state(uid, unwatch=waiter.tokens)
+                        waiter.tokens.clear()
+                finally:
+                    if waiter.tokens:  # registrations left behind: by the insert's success, or an error
+                        self._unwatch(waiter.tokens)
             if done is not None:
                 log.debug(
                     "insert done after waiting for the profile",
@@ -111,7 +128,7 @@ class ProfileGate(Generic[T]):
                     waited_ms=round((time.monotonic() - started) * 1000, 1),
                 )
                 return done[0]
-        return self._after_timeout(uid, insert)
+        return self._after_timeout(uid, insert, state)
 
     # -- steps, one round trip each --------------------------------------------------------------------------
 
@@ -140,76 +157,85 @@ class ProfileGate(Generic[T]):
         except errors.ForeignKeyViolation:
             return None
 
-    def _wait_and_insert(self, user_id: uuid.UUID, insert: Insert[T], deadline: float) -> tuple[T] | None:
+    def _wait_and_insert(
+        self, waiter: Waiter, user_id: uuid.UUID, insert: Insert[T], deadline: float
+    ) -> tuple[T] | None:
         """The insert's result once the profile exists; None at the deadline; UnknownUserError: no such user.
 
-        Register in-process first, then in the database (which re-checks), then block: a profile that appears
-        at any point is either seen by the re-check or announced by NOTIFY. A wake-up is only a hint (any role
-        may NOTIFY profile_sync_ready): the insert decides, and a false one goes back to waiting. Whatever
-        happens, registrations still in the database are removed before returning.
+        Register (a new token per LISTEN session), then re-check once the profile inserts in flight have
+        ended, then block: a profile that appears at any point is either seen by the re-check or announced by
+        NOTIFY. A wake-up is only a hint (any role may NOTIFY profile_sync_ready): the insert decides, and a
+        false one goes back to waiting. The registrations (waiter.tokens) are left to the caller.
         """
-        registered: list[int] = []
         session = None
-        with self._registry.watch(user_id) as waiter:
-            try:
-                while True:
-                    current = self._listener.current(deadline - time.monotonic())
-                    if current is None:
-                        return None
-                    ready = False
-                    if current != session:  # first round, or the LISTEN connection was replaced
-                        session = current
-                        state, waiter_id = self._watch(user_id, session.backend_pid, deadline)
-                        if state == "unknown":
-                            raise UnknownUserError(str(user_id))
-                        if waiter_id is not None:
-                            registered.append(waiter_id)
-                        elif state != "ready":
-                            return None  # the deadline passed while waiting for in-flight profile inserts
-                        ready = state == "ready"
-                    if not ready:
-                        wake = waiter.wait(deadline - time.monotonic())
-                        if wake is Wake.TIMEOUT:
-                            return None
-                        ready = wake is Wake.READY  # RECHECK: a LISTEN session started; re-register with it
-                    if ready:
-                        done = self._insert(insert)
-                        if done is not None:
-                            registered.clear()  # the profile's insert unregistered this user's waiters
-                            return done
-            finally:
-                if registered:
-                    self._unwatch(registered)
+        while True:
+            current = self._listener.current(deadline - time.monotonic())
+            if current is None:
+                return None
+            ready = False
+            if current != session:  # first round, or the LISTEN connection was replaced
+                session = current
+                state: str | None = self._watch(user_id, session.backend_pid, waiter)
+                if state == "pending":
+                    state = self._recheck(user_id, deadline)
+                if state == "unknown":
+                    raise UnknownUserError(str(user_id))
+                if state is None:
+                    return None  # the deadline passed while waiting for profile inserts in flight
+                ready = state == "ready"
+            if not ready:
+                wake = waiter.wait(deadline - time.monotonic())
+                if wake is Wake.TIMEOUT:
+                    return None
+                ready = wake is Wake.READY  # RECHECK: a LISTEN session started; re-register with it
+            if ready:
+                done = self._insert(insert)
+                if done is not None:
+                    return done
 
-    def _watch(self, user_id: uuid.UUID, listener_pid: int, deadline: float) -> tuple[str, int | None]:
+    def _watch(self, user_id: uuid.UUID, listener_pid: int, waiter: Waiter) -> str:
+        token = waiter.new_token()  # routed before it is registered: no NOTIFY for it can come first
+        with self._connection() as conn:
+            row = conn.execute(_WATCH, (user_id, listener_pid, token)).fetchone()
+        assert row is not None
+        if row[0] != "pending":  # nothing registered under it
+            waiter.tokens.remove(token)
+        return str(row[0])
+
+    def _recheck(self, user_id: uuid.UUID, deadline: float) -> str | None:
+        """The profile's state once the inserts in flight have ended; None if that takes past the deadline."""
         lock_timeout_ms = max(1, int((deadline - time.monotonic()) * 1000))
         try:
             with self._connection() as conn:
-                row = conn.execute(_WATCH, (user_id, listener_pid, lock_timeout_ms)).fetchone()
+                row = conn.execute(_RECHECK, (user_id, lock_timeout_ms)).fetchone()
         except errors.LockNotAvailable:
-            return "pending", None
+            return None
         assert row is not None
-        return row[0], row[1]
+        return str(row[0])
 
-    def _unwatch(self, waiter_ids: list[int]) -> None:
-        try:
-            with self._connection() as conn:
-                conn.execute(_UNWATCH, (waiter_ids,))
-        except errors.LockNotAvailable:  # unwatch_profiles' own lock_timeout (0005): a profile insert holds
-            log.warning("waiter rows left for their profile's insert to remove", waiters=len(waiter_ids))
+    def _state(self, user_id: uuid.UUID, unwatch: list[uuid.UUID]) -> str:
+        with self._connection() as conn:
+            if unwatch:
+                row = conn.execute(_STATE_UNWATCHING, (user_id, unwatch)).fetchone()
+            else:
+                row = conn.execute(_STATE, (user_id,)).fetchone()
+        return str(row[0]) if row else "unknown"
 
-    def _after_timeout(self, user_id: uuid.UUID, insert: Insert[T]) -> T:
-        if self._fallback == "create":
-            self._create_profile(user_id, budget=self._fallback_budget)
-        else:
-            with self._connection() as conn:
-                state_row = conn.execute(_STATE, (user_id,)).fetchone()
-            state = state_row[0] if state_row else "unknown"
-            if state == "unknown":
-                raise UnknownUserError(str(user_id))
-            if state == "pending":
+    def _unwatch(self, tokens: list[uuid.UUID]) -> None:
+        with self._connection() as conn:
+            conn.execute(_UNWATCH, (tokens,))
+
+    def _after_timeout(self, user_id: uuid.UUID, insert: Insert[T], state: str | None) -> T:
+        """After the wait (`state`: the profile's state read at its end, None without a wait)."""
+        if state is None and self._fallback == "error":
+            state = self._state(user_id, unwatch=[])
+        if state == "unknown":
+            raise UnknownUserError(str(user_id))
+        if state != "ready":
+            if self._fallback == "error":
                 log.warning("profile not ready", user_id=str(user_id), timeout=self._timeout)
                 raise ProfileNotReadyError(f"user {user_id}, waited {self._timeout:g}s")
+            self._create_profile(user_id, budget=self._fallback_budget)
         done = self._insert(insert)
         if done is None:  # the profile vanished again: the user was deleted meanwhile
             raise UnknownUserError(str(user_id))

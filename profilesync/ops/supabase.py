@@ -61,6 +61,14 @@ def _stamp(moment: datetime) -> str:
 _NO_SEED_TABLES = "SELECT pg_catalog.set_config('profile_sync.seed_tables', 'off', true);\n"
 
 
+def _label(migration: Migration) -> str:
+    """The part of the file name after `profilesync_`: the released migrations' names had no number; every
+    later one carries it (names repeat: 0003_readiness, 0011_readiness)."""
+    if int(migration.version) <= EPOCH_DATED_THROUGH:
+        return migration.name.removeprefix(f"{migration.version}_")
+    return migration.name
+
+
 def render_migration(migration: Migration, seed_tables: bool = True) -> str:
     body = migration.read().rstrip("\n") + "\n"
     if _TAG in body:
@@ -99,10 +107,7 @@ def emit(directory: Path, now: datetime | None = None, context: Context | None =
 
     context = context or Context()
     files = [
-        (
-            name_for(m.name.removeprefix(f"{m.version}_"), int(m.version)),
-            render_migration(m, seed_tables=context.mapping.is_seed),
-        )
+        (name_for(_label(m), int(m.version)), render_migration(m, seed_tables=context.mapping.is_seed))
         for m in available()
     ]
     label, content = render_definitions(context)

@@ -10,7 +10,9 @@
 -- NOTIFY only while a publisher waits on LISTEN: NOTIFY takes a cluster-wide lock at commit, which under
 -- concurrent signups costs more than the insert itself. "Is a publisher idle?" is one simple expression (the
 -- sequence profile_sync.idle_publishers, kept by announce_publisher), which PL/pgSQL evaluates without starting
--- an executor; the publishers' safety timer closes the race with a publisher that just went idle.
+-- an executor; the publishers' safety timer closes the race with a publisher that just went idle. The wake-up
+-- carries nothing (any session may LISTEN): the publisher drains the outbox whatever the payload, and a
+-- payload-free NOTIFY of one transaction is sent once however many users it records.
 
 CREATE OR REPLACE FUNCTION profile_sync.on_auth_user_created() RETURNS trigger
 LANGUAGE plpgsql
@@ -22,7 +24,7 @@ BEGIN
   BEGIN
     INSERT INTO profile_sync.signup_events (user_id) VALUES (NEW.id);
     IF pg_catalog.pg_sequence_last_value('profile_sync.idle_publishers'::pg_catalog.regclass) > 0 THEN
-      PERFORM pg_catalog.pg_notify('profile_sync_signup', NEW.id::text);
+      PERFORM pg_catalog.pg_notify('profile_sync_signup', '');
     END IF;
   EXCEPTION WHEN OTHERS THEN
     RAISE WARNING 'profile_sync: signup % not recorded (%: %)', NEW.id, SQLSTATE, SQLERRM;
@@ -56,7 +58,7 @@ BEGIN
     ) THEN
       INSERT INTO profile_sync.signup_events (user_id) VALUES (NEW.id);
       IF pg_catalog.pg_sequence_last_value('profile_sync.idle_publishers'::pg_catalog.regclass) > 0 THEN
-        PERFORM pg_catalog.pg_notify('profile_sync_signup', NEW.id::text);
+        PERFORM pg_catalog.pg_notify('profile_sync_signup', '');
       END IF;
     END IF;
   EXCEPTION WHEN OTHERS THEN

@@ -49,8 +49,9 @@ BEGIN
   END IF;
   GRANT USAGE ON SCHEMA profile_sync TO service_role;
   -- chat service: wait for readiness, create a profile inline
-  GRANT EXECUTE ON FUNCTION profile_sync.watch_profile(uuid, integer, integer),
-                            profile_sync.unwatch_profiles(bigint[]),
+  GRANT EXECUTE ON FUNCTION profile_sync.watch_profile(uuid, integer, uuid),
+                            profile_sync.recheck_profile(uuid, integer),
+                            profile_sync.unwatch_profiles(uuid[]),
                             profile_sync.profile_state(uuid),
                             profile_sync.forget_dead_profile_waiters(),
                             profile_sync.create_profiles(uuid[])

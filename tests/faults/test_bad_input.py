@@ -78,7 +78,12 @@ UNSAFE_PROFILES = (
     "SELECT count(*) FROM public.user_profiles WHERE length(full_name) > 200 "
     "OR full_name ~ '[[:cntrl:]\u200e\u200f\u202a-\u202e\u2066-\u2069]' OR avatar_url !~ '^https?://'"
 )
-BAD_NOTIFY_PAYLOADS = ["not a uuid; DROP TABLE auth.users", "", "{}", "y" * 7999]
+BAD_NOTIFY_PAYLOADS = [
+    "not empty; DROP TABLE auth.users",
+    "00000000-0000-0000-0000-000000000000",
+    "{}",
+    "y" * 7999,
+]
 
 
 def test_deleted_users_hostile_metadata_and_malformed_payloads_are_logged_not_fatal(target: Target) -> None:

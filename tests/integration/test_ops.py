@@ -342,7 +342,7 @@ def test_doctor_fails_on_pending_migrations(
 @pytest.mark.parametrize(
     ("damage", "reported"),
     [
-        ("DROP FUNCTION profile_sync.unwatch_profiles(bigint[])", "function profile_sync.unwatch_profiles"),
+        ("DROP FUNCTION profile_sync.unwatch_profiles(uuid[])", "function profile_sync.unwatch_profiles"),
         (
             "ALTER TABLE public.user_profiles DISABLE TRIGGER profile_sync_on_user_profiles_inserted",
             "trigger profile_sync_on_user_profiles_inserted on public.user_profiles",

@@ -131,8 +131,8 @@ def test_an_idle_publisher_is_woken_by_notify_not_the_safety_timer(conn: Conn, s
 def test_malformed_notify_payloads_are_logged_and_ignored(conn: Conn, settings: Settings) -> None:
     with capture_logs() as logs, running_publisher(settings):
         assert wait_for(lambda: count(conn, "SELECT count(*) FROM profile_sync.publishers WHERE idle") == 1)
-        conn.execute("SELECT pg_notify('profile_sync_signup', 'not a uuid; DROP TABLE auth.users')")
-        conn.execute("SELECT pg_notify('profile_sync_signup', '')")
+        conn.execute("SELECT pg_notify('profile_sync_signup', 'not empty; DROP TABLE auth.users')")
+        conn.execute("SELECT pg_notify('profile_sync_signup', gen_random_uuid()::text)")
 
         def warnings() -> int:
             return sum(e["event"] == "ignoring malformed NOTIFY payload" for e in logs)

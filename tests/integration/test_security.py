@@ -246,7 +246,8 @@ def test_no_function_of_ours_is_executable_by_public_anon_or_authenticated(conn:
     [
         "SELECT * FROM profile_sync.create_profiles(ARRAY[gen_random_uuid()])",
         "SELECT * FROM profile_sync.sync_profiles(ARRAY[gen_random_uuid()], 'overwrite')",
-        "SELECT * FROM profile_sync.watch_profile(gen_random_uuid(), pg_backend_pid(), 10)",
+        "SELECT profile_sync.watch_profile(gen_random_uuid(), pg_backend_pid(), gen_random_uuid())",
+        "SELECT profile_sync.recheck_profile(gen_random_uuid(), 10)",
         "SELECT profile_sync.clean_text('\"x\"'::jsonb, 10)",
     ],
 )

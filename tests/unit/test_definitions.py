@@ -58,7 +58,7 @@ def test_identifiers_are_quoted_as_postgresql_would(name: str, quoted: str) -> N
 def test_the_inventory_is_read_from_the_definitions() -> None:
     made = inventory(render(Context()))
     assert "profile_sync.sync_profiles(uuid[], text)" in made.functions
-    assert "profile_sync.watch_profile(uuid, integer, integer)" in made.functions
+    assert "profile_sync.watch_profile(uuid, integer, uuid)" in made.functions
     assert "public.ensure_profile()" in made.functions
     assert "profile_sync.profile_gap()" in made.functions  # OUT parameters are not part of its identity
     assert ("auth.users", "profile_sync_on_auth_user_created") in made.triggers

@@ -31,7 +31,6 @@ def settings(reason: list[str | None]) -> Iterator[Settings]:
     assert server is not None
     yield settings
     server.shutdown()
-    server.server_close()
 
 
 def test_metrics_and_healthz_answer_and_healthz_gives_its_reason(
