@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from profilesync.definitions import Context, render, state
-from profilesync.migrate import Migrated, auth_stub, migrate
+from profilesync.migrate import Migrated, auth_stub, available, migrate
 from tests.harness import count, signup
 from tests.servers import OWNER, DatabaseFactory, as_role, create_owned_database
 
@@ -154,7 +154,8 @@ def test_an_install_upgraded_from_every_release_equals_a_fresh_one_and_keeps_its
         }
 
         done = migrate(old)
-        assert done == Migrated([], [d.name for d in render(Context())])
+        later = [m.name for m in available() if int(m.version) > 9]  # migrations after the released ones
+        assert done == Migrated(later, [d.name for d in render(Context())])
         assert migrate(old) == Migrated([], [])  # and nothing more to do
 
         assert {t: rows(old, t) for t in before} == before  # no profile changed, no event lost
