@@ -10,7 +10,6 @@ cap on connections and a read timeout (profilesync.httpserve).
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import time
 import urllib.error
@@ -141,7 +140,8 @@ def _responder(metrics: CollectorRegistry, health: HealthCheck) -> Callable[[str
 
 
 def probe(settings: Settings) -> tuple[bool, str]:
-    """GET /healthz of the process serving on PROFILESYNC_METRICS_PORT here: (healthy, its answer)."""
+    """`profilesync healthcheck`: GET /healthz of the process serving on PROFILESYNC_METRICS_PORT here;
+    (healthy, its answer)."""
     if settings.metrics_port is None:
         return False, "PROFILESYNC_METRICS_PORT is not set"
     host = "127.0.0.1" if settings.metrics_host in ("0.0.0.0", "") else settings.metrics_host
@@ -153,14 +153,3 @@ def probe(settings: Settings) -> tuple[bool, str]:
         return False, exc.read().decode().strip()
     except OSError as exc:
         return False, f"{url}: {one_line(exc)}"
-
-
-def main() -> int:
-    """`python -m profilesync.metrics`: a container healthcheck; exit 0 when /healthz answers 200."""
-    healthy, answer = probe(Settings())
-    print(answer, file=sys.stdout if healthy else sys.stderr)
-    return 0 if healthy else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -109,3 +109,14 @@ def emit(directory: Path, now: datetime | None = None, context: Context | None =
         path.write_text(text, encoding="utf-8")
         written.append(path)
     return written
+
+
+def format_emitted(written: list[Path]) -> str:
+    """The files written, then how to apply them."""
+    return "\n".join(
+        [
+            *map(str, written),
+            f"wrote {len(written)} Supabase migration file(s); apply them with `supabase db push` (each is "
+            "safe to apply again, also on a database that `profilesync migrate` set up)",
+        ]
+    )

@@ -82,7 +82,26 @@ class AllowListedJob(Job):
         return None
 
 
-class ProfileSyncWorker(FewerRoundTrips, SimpleWorker):
+class PromptExit:
+    """Mixed in before an RQ worker class: its command listener exits on the UNSUBSCRIBE reply instead of 60 s
+    later."""
+
+    pubsub_thread: Any
+
+    def unsubscribe(self) -> None:
+        """Let RQ's command listener exit on the UNSUBSCRIBE reply instead of 60 s later.
+
+        The listener thread reads with a 60 s timeout; RQ sends UNSUBSCRIBE, then stops the thread (redis-py's
+        `stop()` waits for it to exit). The reply usually wakes the read before the stop, the thread reads
+        again, and every stop or `--burst` exit waited out that read. Its run flag cleared first (without
+        `stop()`'s wait: nothing would wake the read yet), the reply's wake-up is the thread's last read.
+        """
+        if self.pubsub_thread is not None:
+            self.pubsub_thread._running.clear()
+        super().unsubscribe()  # type: ignore[misc]
+
+
+class ProfileSyncWorker(FewerRoundTrips, PromptExit, SimpleWorker):
     """Remembers whether it was asked to stop: RQ also leaves its loop, quietly, when Redis goes away.
 
     Built by RQ's worker pool and by `rq worker -w` too, so its maintenance defaults come from the Settings,
@@ -127,18 +146,6 @@ class ProfileSyncWorker(FewerRoundTrips, SimpleWorker):
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
         self.stop_signalled = True
         super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
-
-    def unsubscribe(self) -> None:
-        """Let RQ's command listener exit on the UNSUBSCRIBE reply instead of 60 s later.
-
-        The listener thread reads with a 60 s timeout; RQ sends UNSUBSCRIBE, then stops the thread (redis-py's
-        `stop()` waits for it to exit). The reply usually wakes the read before the stop, the thread reads
-        again, and every stop or `--burst` exit waited out that read. Its run flag cleared first (without
-        `stop()`'s wait: nothing would wake the read yet), the reply's wake-up is the thread's last read.
-        """
-        if self.pubsub_thread is not None:
-            self.pubsub_thread._running.clear()
-        super().unsubscribe()  # type: ignore[no-untyped-call]
 
 
 def _make_worker(settings: Settings, name: str | None) -> ProfileSyncWorker:

@@ -17,7 +17,7 @@ import redis
 from profilesync.devkit.children import Children
 from profilesync.devkit.embedded import EmbeddedPostgres, EmbeddedRedis
 from profilesync.queueing import RETRY_MAX
-from tests.harness import count, wait_for
+from tests.harness import IDLE_PUBLISHERS, count, wait_for
 from tests.servers import DatabaseFactory
 
 # Short timers for the children so every recovery path runs within seconds (production defaults in config.py).
@@ -127,7 +127,7 @@ class Target:
             return count(self.conn, query, params)
 
     def publisher_idle(self) -> bool:
-        return self.count("SELECT count(*) FROM profile_sync.publishers WHERE idle") >= 1
+        return self.count(IDLE_PUBLISHERS) >= 1
 
     def start_pipeline(self, workers: int) -> None:
         """A publisher and `workers` workers; returns once the publisher is idle (LISTENing)."""

@@ -31,7 +31,7 @@ from profilesync.chat.readiness import CHANNEL
 from profilesync.config import Settings
 from profilesync.devkit.signups import make_signup
 from profilesync.errors import ConfigError
-from tests.harness import count, running_publisher, signup, wait_for
+from tests.harness import PROFILE_OF, count, running_publisher, signup, wait_for
 
 Conn = psycopg.Connection[Any]
 LISTEN_APP = "profilesync-chat-listen"
@@ -100,7 +100,7 @@ def create_profile(conn: Conn, user_id: uuid.UUID) -> None:
 
 
 def has_profile(conn: Conn, user_id: uuid.UUID) -> bool:
-    return count(conn, "SELECT count(*) FROM public.user_profiles WHERE id = %s", (user_id,)) == 1
+    return count(conn, PROFILE_OF, (user_id,)) == 1
 
 
 def in_thread(func: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
