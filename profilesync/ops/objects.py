@@ -25,6 +25,7 @@ SIGNUP_TRIGGER = "profile_sync_on_auth_user_created"
 API_ROLES = ("anon", "authenticated")
 
 _CREATE_TABLE = re.compile(r"^CREATE TABLE (?:IF NOT EXISTS )?([\w.]+)", re.MULTILINE)
+_DROP_TABLE = re.compile(r"^DROP TABLE (?:IF EXISTS )?([\w.]+)", re.MULTILINE)
 
 _MISSING = """
 SELECT 'table ' || t FROM unnest(%(tables)s::text[]) t WHERE pg_catalog.to_regclass(t) IS NULL
@@ -50,8 +51,11 @@ WHERE p.pronamespace = pg_catalog.to_regnamespace('profile_sync')
 
 
 def tables() -> tuple[str, ...]:
-    """The tables the migrations create, in order."""
-    return tuple(m.group(1) for migration in available() for m in _CREATE_TABLE.finditer(migration.read()))
+    """The tables the migrations create and no later one drops, in order."""
+    texts = [migration.read() for migration in available()]
+    dropped = {m.group(1) for text in texts for m in _DROP_TABLE.finditer(text)}
+    created = (m.group(1) for text in texts for m in _CREATE_TABLE.finditer(text))
+    return tuple(name for name in created if name not in dropped)
 
 
 def missing(conn: psycopg.Connection[Any], context: Context) -> list[str]:
