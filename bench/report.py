@@ -21,7 +21,7 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+def table(header: list[str], rows: list[list[Any]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_fmt(cell) for cell in row) + " |" for row in rows]
     return [*lines, ""]
@@ -65,7 +65,7 @@ def _m1(results: dict[str, Any]) -> list[str]:
     return [
         "**M1** signup → profile latency, open-loop (ms, database clock); pipeline CPU ms per signup "
         "(consumer processes + their PostgreSQL backends + Redis)",
-        *_table(
+        *table(
             [*header, "CPU ms/signup", "publisher polls/signup", "Redis bytes kept/signup", "sender lag ms"],
             rows,
         ),
@@ -92,7 +92,7 @@ def _stages(by_rate: dict[str, Any]) -> list[str]:
     return [
         "**Stages** of `ours` per signup, p50 / p99 ms (wall clock; see bench/stages.py), and each process's "
         "Redis round trips and CPU per signup",
-        *_table(["stage", *[f"{r}/s" for r in rates]], rows),
+        *table(["stage", *[f"{r}/s" for r in rates]], rows),
     ]
 
 
@@ -113,7 +113,7 @@ def _cpu(results: dict[str, Any]) -> list[str]:
     header = ["scenario", "when", "processes", "their PG backends", "Redis server", "publisher polls/s"]
     return [
         "**Idle** consumers (CPU cores) before any signup and after the M1 loads",
-        *_table(header, rows),
+        *table(header, rows),
     ]
 
 
@@ -126,7 +126,7 @@ def _m2(results: dict[str, Any]) -> list[str]:
     ]  # fmt: skip
     return [
         "**M2** burst fully profiled (s, first signup → last profile); ratio vs ideal batched SQL",
-        *_table(["scenario", "signups", "clients", "signing (s)", "all profiled (s)", "x ideal"], rows),
+        *table(["scenario", "signups", "clients", "signing (s)", "all profiled (s)", "x ideal"], rows),
     ]
 
 
@@ -153,7 +153,7 @@ def _m3(results: dict[str, Any]) -> list[str]:
         f"{m3.get('rounds', 1)} interleaved rounds); ratio vs no trigger "
         "(`ours_busy`/`ours_idle`: our trigger with the publisher flag forced; `*_live`: publisher + worker "
         "running on the same cores; `ablation_*`: variants of our trigger, see bench/ablations.py)",
-        *_table(header, rows),
+        *table(header, rows),
     ]
     cpu = m3.get("trigger_cpu")
     if cpu:
@@ -161,7 +161,7 @@ def _m3(results: dict[str, Any]) -> list[str]:
         out += [
             f"**M3 trigger CPU**: one backend's CPU per signup (µs; {cpu['signups_per_sample']} pipelined "
             f"autocommit signups, synchronous_commit off, median of {cpu['rounds']} interleaved rounds)",
-            *_table(["trigger", "µs per signup", "added vs no trigger"], rows),
+            *table(["trigger", "µs per signup", "added vs no trigger"], rows),
         ]
     for workload, found in m3.get("workloads", {}).items():
         rows = [
@@ -170,7 +170,7 @@ def _m3(results: dict[str, Any]) -> list[str]:
         ]
         out += [
             f"**M3 `{workload}`** transactions/s, ratio vs no trigger",
-            *_table(["trigger", *[f"{c} clients" for c in clients]], rows),
+            *table(["trigger", *[f"{c} clients" for c in clients]], rows),
         ]
     return out
 
@@ -182,7 +182,7 @@ def _m4(m4: dict[str, Any]) -> list[str]:
     ]
     return [
         f"**M4** create_conversation with the profile present ({m4['calls']} calls) vs a raw INSERT",
-        *_table(["path", "p50 ms", "p99 ms", "round trips"], rows),
+        *table(["path", "p50 ms", "p99 ms", "round trips"], rows),
         f"added p50: {m4['added_p50_ms']} ms, added round trips: {m4['added_round_trips']}",
         "",
         *_m4_client(m4.get("client")),
@@ -199,7 +199,7 @@ def _m4_client(client: dict[str, Any] | None) -> list[str]:
     return [
         f"**M4 client** a Supabase client's insert through PostgREST (`authenticated` + JWT claims, profile "
         f"present, {client['calls']} calls): with the client guarantee's trigger vs a trigger-less twin",
-        *_table(["insert", "p50 ms", "p99 ms", "round trips"], rows),
+        *table(["insert", "p50 ms", "p99 ms", "round trips"], rows),
         f"added p50: {client['added_p50_ms']} ms (median of paired differences "
         f"{client['added_p50_paired_ms']} ms), added round trips: {client['added_round_trips']}, added "
         f"server CPU per insert (p50): {client.get('added_backend_cpu_p50_ms', '-')} ms",
@@ -227,7 +227,7 @@ def _m5_m6(results: dict[str, Any]) -> list[str]:
         header = ["jobs", "users", "profiles/s", "Redis round trips/profile", "Redis commands/profile"]
         out += [
             "**M6** one worker process (SimpleWorker, burst)",
-            *_table([*header, "x one job per user"], rows),
+            *table([*header, "x one job per user"], rows),
         ]
     return out
 
@@ -263,7 +263,7 @@ def markdown(results: dict[str, Any]) -> str:
             [t["metric"], t["target"], t["measured"], "met" if t["met"] else "**NOT met**"]
             for t in results["targets"]
         ]
-        out += ["**Targets**", *_table(["metric", "target", "measured", "verdict"], rows)]
+        out += ["**Targets**", *table(["metric", "target", "measured", "verdict"], rows)]
     return "\n".join(out)
 
 

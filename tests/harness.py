@@ -12,12 +12,13 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from psycopg import sql
-from psycopg.types.json import Jsonb
 from rq.serializers import JSONSerializer
 from rq.worker import SimpleWorker
 
 from profilesync.config import Settings
+from profilesync.devkit.signups import auth_server as auth_server
+from profilesync.devkit.signups import gotrue_signup as devkit_gotrue_signup
+from profilesync.devkit.signups import gotrue_update as gotrue_update
 from profilesync.devkit.signups import insert_signup, make_signup
 from profilesync.queueing import connect_redis, profiles_queue
 from publisher.service import Publisher
@@ -70,62 +71,11 @@ def act_as(conn: psycopg.Connection[Any], role: str, user_id: uuid.UUID | None, 
     )
 
 
-@contextmanager
-def auth_server(conn: psycopg.Connection[Any]) -> Iterator[None]:
-    """A transaction as Supabase's auth server runs it: role supabase_auth_admin, search_path auth."""
-    with conn.transaction():
-        conn.execute("SET LOCAL ROLE supabase_auth_admin")
-        conn.execute("SET LOCAL search_path = auth")
-        yield
-
-
-def gotrue_update(conn: psycopg.Connection[Any], user_id: uuid.UUID, **columns: Any) -> None:
-    """One UPDATE as GoTrue's ORM writes it (UpdateOnly): the named columns and updated_at, nothing else."""
-    assignments = sql.SQL(", ").join(
-        sql.SQL("{} = {}").format(sql.Identifier(name), sql.Placeholder()) for name in columns
-    )
-    values = [Jsonb(v) if isinstance(v, dict) else v for v in columns.values()]
-    conn.execute(
-        sql.SQL('UPDATE "users" AS users SET {}, "updated_at" = now() WHERE users.id = %s').format(
-            assignments
-        ),
-        [*values, user_id],
-    )
-
-
 def gotrue_signup(conn: psycopg.Connection[Any], kind: str = "email", **changes: Any) -> uuid.UUID:
-    """One signup transaction as GoTrue runs it: INSERT with role '', UPDATE role, and (except for anonymous
-    users) UPDATE raw_user_meta_data to the identity data merged with the app's data. `changes` replace fields
-    of the simulated Signup (devkit.signups), as for `signup`."""
+    """One signup transaction as GoTrue runs it (devkit.signups.gotrue_signup) for this kind of signup;
+    `changes` replace fields of the simulated Signup, as for `signup`."""
     simulated = make_signup(kind).replace(**changes)
-    with auth_server(conn):
-        conn.execute(
-            """
-            INSERT INTO "users" ("instance_id", "id", "aud", "role", "email", "phone", "encrypted_password",
-                                 "raw_app_meta_data", "raw_user_meta_data", "is_sso_user", "is_anonymous",
-                                 "created_at", "updated_at")
-            VALUES ('00000000-0000-0000-0000-000000000000', %s, 'authenticated', '', %s, %s, '', %s, %s,
-                    %s, %s, now(), now())
-            """,
-            (
-                simulated.id,
-                simulated.email,
-                simulated.phone,
-                Jsonb({} if simulated.is_anonymous else {"provider": kind, "providers": [kind]}),
-                Jsonb(simulated.user_meta),
-                simulated.is_sso_user,
-                simulated.is_anonymous,
-            ),
-        )
-        gotrue_update(conn, simulated.id, role="authenticated")
-        if not simulated.is_anonymous:
-            identity = {
-                "sub": str(simulated.id),
-                "email": simulated.email,
-                "email_verified": False,
-                "phone_verified": False,
-            }
-            gotrue_update(conn, simulated.id, raw_user_meta_data={**simulated.user_meta, **identity})
+    devkit_gotrue_signup(conn, simulated)
     return simulated.id
 
 

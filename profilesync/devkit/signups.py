@@ -10,10 +10,13 @@ from __future__ import annotations
 import dataclasses
 import random
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 # Relative frequency of each kind of signup in a simulated mix.
@@ -112,3 +115,79 @@ def insert_signup(conn: psycopg.Connection[Any], s: Signup, *, prepare: bool | N
         ),
         prepare=prepare,
     )
+
+
+# -- as GoTrue writes them: one transaction per signup, the ORM's statements ---------------------------------
+
+
+@contextmanager
+def auth_server(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """A transaction as Supabase's auth server runs it: role supabase_auth_admin, search_path auth."""
+    with conn.transaction():
+        conn.execute("SET LOCAL ROLE supabase_auth_admin")
+        conn.execute("SET LOCAL search_path = auth")
+        yield
+
+
+def gotrue_update(conn: psycopg.Connection[Any], user_id: uuid.UUID, **columns: Any) -> None:
+    """One UPDATE as GoTrue's ORM writes it (UpdateOnly): the named columns and updated_at, nothing else."""
+    assignments = sql.SQL(", ").join(
+        sql.SQL("{} = {}").format(sql.Identifier(name), sql.Placeholder()) for name in columns
+    )
+    values = [Jsonb(v) if isinstance(v, dict) else v for v in columns.values()]
+    conn.execute(
+        sql.SQL('UPDATE "users" AS users SET {}, "updated_at" = now() WHERE users.id = %s').format(
+            assignments
+        ),
+        [*values, user_id],
+    )
+
+
+def gotrue_signup(conn: psycopg.Connection[Any], s: Signup) -> None:
+    """One signup transaction as GoTrue runs it: INSERT with role '', UPDATE role, and (except for anonymous
+    users) UPDATE raw_user_meta_data to the identity data merged with the app's data."""
+    with auth_server(conn):
+        conn.execute(
+            """
+            INSERT INTO "users" ("instance_id", "id", "aud", "role", "email", "phone", "encrypted_password",
+                                 "raw_app_meta_data", "raw_user_meta_data", "is_sso_user", "is_anonymous",
+                                 "created_at", "updated_at")
+            VALUES ('00000000-0000-0000-0000-000000000000', %s, 'authenticated', '', %s, %s, '', %s, %s,
+                    %s, %s, now(), now())
+            """,
+            (
+                s.id,
+                s.email,
+                s.phone,
+                Jsonb({} if s.is_anonymous else {"provider": s.kind, "providers": [s.kind]}),
+                Jsonb(s.user_meta),
+                s.is_sso_user,
+                s.is_anonymous,
+            ),
+        )
+        gotrue_update(conn, s.id, role="authenticated")
+        if not s.is_anonymous:
+            identity = {"sub": str(s.id), "email": s.email, "email_verified": False, "phone_verified": False}
+            gotrue_update(conn, s.id, raw_user_meta_data={**s.user_meta, **identity})
+
+
+def soft_delete(conn: psycopg.Connection[Any], user_id: uuid.UUID) -> None:
+    """GoTrue's SoftDeleteUser: email/phone obfuscated, deleted_at set, then both metadata columns emptied."""
+    with auth_server(conn):
+        gotrue_update(
+            conn,
+            user_id,
+            email="Jm9vYmFyLW9iZnVzY2F0ZWQtZW1haWwtaGFzaA",
+            phone="Jm9vYmFyLW9iZnV",
+            encrypted_password=None,
+            email_change="",
+            phone_change="",
+            confirmation_token="",
+            recovery_token="",
+            email_change_token_current="",
+            email_change_token_new="",
+            phone_change_token="",
+            deleted_at="now",
+        )
+        gotrue_update(conn, user_id, raw_user_meta_data={})
+        gotrue_update(conn, user_id, raw_app_meta_data={})

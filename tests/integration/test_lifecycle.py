@@ -19,6 +19,7 @@ from rq.registry import FailedJobRegistry
 
 from profilesync.config import Settings
 from profilesync.devkit.children import Children
+from profilesync.devkit.signups import soft_delete
 from profilesync.queueing import profiles_queue
 from tests.harness import (
     auth_server,
@@ -89,28 +90,6 @@ def confirm_email_change(conn: Conn, user_id: uuid.UUID, new_email: str, *, anon
         )
         gotrue_update(conn, user_id, confirmation_token="", email_confirmed_at="now")
         gotrue_update(conn, user_id, raw_user_meta_data={**metadata(conn, user_id), "email_verified": True})
-
-
-def soft_delete(conn: Conn, user_id: uuid.UUID) -> None:
-    """SoftDeleteUser: email/phone obfuscated, deleted_at set, then both metadata columns emptied."""
-    with auth_server(conn):
-        gotrue_update(
-            conn,
-            user_id,
-            email="Jm9vYmFyLW9iZnVzY2F0ZWQtZW1haWwtaGFzaA",
-            phone="Jm9vYmFyLW9iZnV",
-            encrypted_password=None,
-            email_change="",
-            phone_change="",
-            confirmation_token="",
-            recovery_token="",
-            email_change_token_current="",
-            email_change_token_new="",
-            phone_change_token="",
-            deleted_at="now",
-        )
-        gotrue_update(conn, user_id, raw_user_meta_data={})
-        gotrue_update(conn, user_id, raw_app_meta_data={})
 
 
 # -- events: exactly the changes that matter, one per transaction -------------------------------------------

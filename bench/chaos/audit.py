@@ -1,0 +1,150 @@
+"""The soak's verdict: what the database says every user got, read once at the end (`gather`), and the pure
+checks and figures made of it (`checks`, `figures`).
+
+Duplicated inserts are counted by the audit triggers of profilesync.devkit.faults (every row inserted into
+the profile table, in a keyless table); a wait is a profile's `created_at` minus its user's (database clock,
+the same host's as the bench's own), or until now for a user still without one.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from bench.chaos.load import Attempt
+from bench.chaos.schedule import POSTGRES_RESTART, Ran
+from bench.stats import summary_ms
+from profilesync.devkit.faults import DUPLICATED, LOST, OUTBOX, REDUNDANT, UNSCRUBBED
+from profilesync.devkit.stats import percentile
+
+# A signup this long after a fault ended still counts as during it (the faulted servers settle).
+GRACE = 3.0
+
+_WAITS = """
+SELECT extract(epoch FROM u.created_at)::float8,
+       extract(epoch FROM coalesce(p.created_at, now()) - u.created_at)::float8
+FROM auth.users u LEFT JOIN public.user_profiles p ON p.id = u.id
+WHERE u.deleted_at IS NULL
+ORDER BY u.created_at
+"""
+
+
+@dataclass(frozen=True)
+class Facts:
+    users: int  # live users
+    soft_deleted: int
+    profiles: int
+    lost: int  # live users without a profile
+    duplicated: int
+    redundant: int
+    unscrubbed: int
+    outbox: int
+    waits: list[tuple[float, float]]  # (signup time, seconds to its profile or until now) per live user
+
+
+def _count(conn: psycopg.Connection[Any], query: str) -> int:
+    row = conn.execute(query.encode()).fetchone()
+    return int(row[0]) if row else 0
+
+
+def gather(conn: psycopg.Connection[Any]) -> Facts:
+    return Facts(
+        users=_count(conn, "SELECT count(*) FROM auth.users WHERE deleted_at IS NULL"),
+        soft_deleted=_count(conn, "SELECT count(*) FROM auth.users WHERE deleted_at IS NOT NULL"),
+        profiles=_count(conn, "SELECT count(*) FROM public.user_profiles"),
+        lost=_count(conn, LOST),
+        duplicated=_count(conn, DUPLICATED),
+        redundant=_count(conn, REDUNDANT),
+        unscrubbed=_count(conn, UNSCRUBBED),
+        outbox=_count(conn, OUTBOX),
+        waits=[(float(at), float(wait)) for at, wait in conn.execute(_WAITS)],
+    )
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    measured: str
+    expected: str
+    ok: bool
+
+
+def during(at: float, ran: Sequence[Ran], kinds: tuple[str, ...] | None = None) -> bool:
+    """Whether wall-clock time `at` falls in a fault (of one of `kinds`) or within GRACE after it."""
+    return any(r.started <= at <= r.ended + GRACE for r in ran if kinds is None or r.planned.kind in kinds)
+
+
+def refused(attempts: Sequence[Attempt], ran: Sequence[Ran]) -> list[Attempt]:
+    """Signups that failed while PostgreSQL was up: nothing of ours may ever make a signup fail."""
+    return [a for a in attempts if a.error and not during(a.started, ran, (POSTGRES_RESTART,))]
+
+
+def checks(facts: Facts, attempts: Sequence[Attempt], ran: Sequence[Ran], max_wait: float) -> list[Check]:
+    longest = max((wait for _, wait in facts.waits), default=0.0)
+    still = f" ({facts.lost} still waiting)" if facts.lost else ""
+    bad_signups = refused(attempts, ran)
+    kinds = Counter(a.error for a in bad_signups)
+    refused_detail = ", ".join(f"{name} x{n}" for name, n in sorted(kinds.items()) if name)
+    return [
+        Check("live users without a profile", str(facts.lost), "0", facts.lost == 0),
+        Check("profiles inserted twice", str(facts.duplicated), "0", facts.duplicated == 0),
+        Check("soft-deleted profiles holding data", str(facts.unscrubbed), "0", facts.unscrubbed == 0),
+        Check("signup events left in the outbox", str(facts.outbox), "0", facts.outbox == 0),
+        Check(
+            "signups refused while PostgreSQL was up",
+            f"{len(bad_signups)} {refused_detail}".strip(),
+            "0",
+            not bad_signups,
+        ),
+        Check(
+            "longest wait for a profile",
+            f"{longest:.1f} s{still}",
+            f"<= {max_wait:.0f} s",
+            longest <= max_wait and facts.lost == 0,
+        ),
+    ]
+
+
+def _latency(attempts: Sequence[Attempt]) -> dict[str, float]:
+    seconds = [a.seconds for a in attempts if a.error is None]
+    return summary_ms(seconds) if seconds else {"n": 0}
+
+
+def worst_wait_after(ran: Sequence[Ran], waits: Sequence[tuple[float, float]]) -> list[float | None]:
+    """For each fault, the longest wait of the users who signed up from its start to the next fault's."""
+    out: list[float | None] = []
+    for n, r in enumerate(ran):
+        until = ran[n + 1].started if n + 1 < len(ran) else float("inf")
+        window = [wait for at, wait in waits if r.started <= at < until]
+        out.append(round(max(window), 2) if window else None)
+    return out
+
+
+def figures(facts: Facts, attempts: Sequence[Attempt], ran: Sequence[Ran]) -> dict[str, Any]:
+    """What the run measured, beyond the checks."""
+    committed = [a for a in attempts if a.error is None]
+    waits = [wait for _, wait in facts.waits]
+    faulted = [a for a in committed if during(a.started, ran)]
+    calm = [a for a in committed if not during(a.started, ran)]
+    errors = Counter(a.error for a in attempts if a.error)
+    return {
+        "signups_attempted": len(attempts),
+        "signups_committed": len(committed),
+        "signup_errors": dict(sorted(errors.items())),
+        "users": facts.users,
+        "soft_deleted": facts.soft_deleted,
+        "profiles": facts.profiles,
+        "redundant_runs": facts.redundant,
+        "signup_latency_calm": _latency(calm),
+        "signup_latency_during_faults": _latency(faulted),
+        "wait_s": {
+            "p50": round(percentile(waits, 50), 3) if waits else None,
+            "p99": round(percentile(waits, 99), 3) if waits else None,
+            "max": round(max(waits), 3) if waits else None,
+        },
+        "worst_wait_after_fault_s": worst_wait_after(ran, facts.waits),
+    }

@@ -1,0 +1,172 @@
+"""The faults, one small function each: do it, undo it (restart, release, close), say what happened.
+
+Every fault is bounded in time and leaves nothing behind: a killed process is started again as a supervisor
+would, a restarted server is up again, a lock is released, every flood socket is closed.
+"""
+
+from __future__ import annotations
+
+import random
+import resource
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import ExitStack, closing, suppress
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from bench.chaos import schedule
+from bench.chaos.schedule import Param
+from profilesync.devkit.children import Children
+from profilesync.devkit.embedded import EmbeddedPostgres, EmbeddedRedis
+from profilesync.devkit.signups import gotrue_signup, make_signup, soft_delete
+
+CONNECT_TIMEOUT = 2
+LOCK_WAIT = "5s"  # a lock fault that cannot get its lock within this gives up (and says so)
+FLOOD_CONNECT_TIMEOUT = 0.5
+HALF_REQUEST = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"  # the blank line that ends it never comes
+
+
+@dataclass
+class Stage:
+    """What the faults act on: the soak's own servers, database and processes."""
+
+    postgres: EmbeddedPostgres
+    redis: EmbeddedRedis
+    database_url: str
+    children: Children
+    metrics_ports: dict[str, int]
+    soft_deleted: list[str]
+
+    def connect(self) -> psycopg.Connection[Any]:
+        return psycopg.connect(self.database_url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
+
+
+def kill_process(stage: Stage, process: Param) -> str:
+    """kill -9 of the process's group, then started again at once, as a supervisor does."""
+    name = str(process)
+    pid = stage.children.running[name].pid if name in stage.children.running else None
+    stage.children.restart(name)
+    return f"SIGKILL {name} (pid {pid}), started again (pid {stage.children.running[name].pid})"
+
+
+def postgres_restart(stage: Stage) -> str:
+    """pg_ctl stop -m fast (every session terminated, a checkpoint), then start."""
+    started = time.monotonic()
+    stage.postgres.stop("fast")
+    stage.postgres.start()
+    return f"PostgreSQL down and up again in {time.monotonic() - started:.1f} s"
+
+
+def redis_restart(stage: Stage) -> str:
+    """Redis stopped and started again, without persistence: every job, registry and worker key gone."""
+    started = time.monotonic()
+    stage.redis.restart()
+    return f"Redis down and up again in {time.monotonic() - started:.1f} s, empty"
+
+
+_TERMINATE = """
+SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+WHERE datname = current_database() AND application_name LIKE 'profilesync%' AND pid <> pg_backend_pid()
+"""
+
+
+def terminate_backends(stage: Stage, seconds: Param) -> str:
+    """Every profilesync backend terminated, once a second for `seconds` s (a failover that flaps)."""
+    terminated = 0
+    with closing(stage.connect()) as conn:
+        for n in range(int(seconds)):
+            row = conn.execute(_TERMINATE).fetchone()
+            terminated += int(row[0]) if row else 0
+            if n + 1 < int(seconds):
+                time.sleep(1.0)
+    return f"{terminated} backends terminated in {int(seconds)} rounds"
+
+
+def lock_table(stage: Stage, table: Param, seconds: Param) -> str:
+    """ACCESS EXCLUSIVE on the table for `seconds` s, then released (a migration or VACUUM FULL)."""
+    with closing(stage.connect()) as conn:
+        conn.execute(f"SET lock_timeout = '{LOCK_WAIT}'")
+        asked = time.monotonic()
+        with conn.transaction(force_rollback=True):
+            try:
+                conn.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")  # table: one of ours
+            except psycopg.errors.LockNotAvailable:
+                return f"could not lock {table} within {LOCK_WAIT}: not injected"
+            waited = time.monotonic() - asked
+            time.sleep(float(seconds))
+    return f"{table} locked for {float(seconds):.1f} s (after waiting {waited:.2f} s for the lock)"
+
+
+def soft_delete_race(stage: Stage, users: Param, seed: Param) -> str:
+    """`users` GoTrue signups, each soft-deleted (GoTrue's SoftDeleteUser) 5 to 40 ms after its commit, from
+    another connection: the profile may be on its way in a worker's transaction meanwhile."""
+    rng = random.Random(int(seed))
+    low, high = schedule.RACE_DELAY_MS
+    with closing(stage.connect()) as auth, closing(stage.connect()) as admin:
+        for _ in range(int(users)):
+            signup = make_signup(
+                rng.choice(("email", "google", "github")), uuid.UUID(int=rng.getrandbits(128))
+            )
+            gotrue_signup(auth, signup)
+            time.sleep(rng.uniform(low, high) / 1000)
+            soft_delete(admin, signup.id)
+            stage.soft_deleted.append(str(signup.id))
+    return f"{int(users)} users soft-deleted {low} to {high} ms after their signup"
+
+
+def _healthz(port: int) -> bool:
+    """Whether /healthz answers at all (any status) within a second."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+            return sock.recv(16).startswith(b"HTTP/")
+    except OSError:
+        return False
+
+
+def _enough_open_files(needed: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(needed, hard), hard))
+
+
+def healthz_flood(stage: Stage, process: Param, connections: Param, seconds: Param) -> str:
+    """`connections` half-open requests to the process's /healthz (the request never ends), held `seconds` s
+    while /healthz is probed once a second, then closed."""
+    port = stage.metrics_ports[str(process)]
+    count, hold = int(connections), float(seconds)
+    _enough_open_files(count + 512)
+    opened = answered = probes = 0
+    with ExitStack() as sockets:
+        deadline = time.monotonic() + hold  # opening them counts against the hold: bounded either way
+        while opened < count and time.monotonic() < deadline:
+            try:
+                sock = socket.create_connection(("127.0.0.1", port), timeout=FLOOD_CONNECT_TIMEOUT)
+            except OSError:
+                continue
+            sockets.enter_context(sock)
+            with suppress(OSError):
+                sock.sendall(HALF_REQUEST)
+            opened += 1
+        while time.monotonic() < deadline:
+            probes += 1
+            answered += _healthz(port)
+            time.sleep(max(0.0, min(1.0, deadline - time.monotonic())))
+    return (
+        f"{opened} half-open connections to {process} for {hold:.1f} s; /healthz answered {answered}/{probes}"
+    )
+
+
+FAULTS: dict[str, Callable[..., str]] = {
+    schedule.KILL: kill_process,
+    schedule.POSTGRES_RESTART: postgres_restart,
+    schedule.REDIS_RESTART: redis_restart,
+    schedule.TERMINATE: terminate_backends,
+    schedule.LOCK: lock_table,
+    schedule.SOFT_DELETE_RACE: soft_delete_race,
+    schedule.FLOOD: healthz_flood,
+}
