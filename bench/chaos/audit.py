@@ -16,13 +16,18 @@ from typing import Any
 import psycopg
 
 from bench.chaos.load import Attempt
-from bench.chaos.schedule import POSTGRES_RESTART, Ran
+from bench.chaos.schedule import KILL, POSTGRES_RESTART, Ran
 from bench.stats import summary_ms
-from profilesync.devkit.faults import DUPLICATED, LOST, OUTBOX, REDUNDANT, UNSCRUBBED
+from profilesync.devkit.faults import DUPLICATED, LOST, OUTBOX, REDUNDANT, UNSCRUBBED, WORKER_KILL_BOUND
 from profilesync.devkit.stats import percentile
 
 # A signup this long after a fault ended still counts as during it (the faulted servers settle).
 GRACE = 3.0
+# Every user is profiled within RECOVERY s of its signup, or of the end of the last fault that hit it (the
+# database answering again, the lock released, the server back), whichever is later. A worker killed in the
+# middle of a job is the exception RQ makes: that job runs again once its started-registry entry expires
+# (profilesync.devkit.faults.WORKER_KILL_BOUND).
+RECOVERY = 30.0
 
 _WAITS = """
 SELECT extract(epoch FROM u.created_at)::float8,
@@ -83,9 +88,25 @@ def refused(attempts: Sequence[Attempt], ran: Sequence[Ran]) -> list[Attempt]:
     return [a for a in attempts if a.error and not during(a.started, ran, (POSTGRES_RESTART,))]
 
 
-def checks(facts: Facts, attempts: Sequence[Attempt], ran: Sequence[Ran], max_wait: float) -> list[Check]:
+def due(signed_up: float, ran: Sequence[Ran]) -> float:
+    """When the user who signed up at `signed_up` must have its profile (wall clock): RECOVERY s after the
+    signup, or after the end of each fault that began before then and had not ended at the signup."""
+    deadline = signed_up + RECOVERY
+    for r in ran:  # in time order, so a fault that began within an extended deadline extends it again
+        if r.ended >= signed_up and r.started <= deadline:
+            killed_worker = r.planned.kind == KILL and r.planned.params.get("process") != "publisher"
+            deadline = max(deadline, r.ended + (WORKER_KILL_BOUND if killed_worker else RECOVERY))
+    return deadline
+
+
+def late(waits: Sequence[tuple[float, float]], ran: Sequence[Ran]) -> list[tuple[float, float]]:
+    """The users (signup time, wait) profiled after they were due, or still waiting past it."""
+    return [(at, wait) for at, wait in waits if at + wait > due(at, ran)]
+
+
+def checks(facts: Facts, attempts: Sequence[Attempt], ran: Sequence[Ran]) -> list[Check]:
     longest = max((wait for _, wait in facts.waits), default=0.0)
-    still = f" ({facts.lost} still waiting)" if facts.lost else ""
+    overdue = late(facts.waits, ran)
     bad_signups = refused(attempts, ran)
     kinds = Counter(a.error for a in bad_signups)
     refused_detail = ", ".join(f"{name} x{n}" for name, n in sorted(kinds.items()) if name)
@@ -101,10 +122,10 @@ def checks(facts: Facts, attempts: Sequence[Attempt], ran: Sequence[Ran], max_wa
             not bad_signups,
         ),
         Check(
-            "longest wait for a profile",
-            f"{longest:.1f} s{still}",
-            f"<= {max_wait:.0f} s",
-            longest <= max_wait and facts.lost == 0,
+            f"users profiled later than {RECOVERY:.0f} s after the faults that hit them¹",
+            f"{len(overdue)} (longest wait {longest:.1f} s)",
+            "0",
+            not overdue,
         ),
     ]
 

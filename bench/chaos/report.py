@@ -7,8 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bench.chaos.audit import RECOVERY
 from bench.report import RESULTS_DIR, table
 from bench.stats import ratio
+from profilesync.devkit.faults import WORKER_KILL_BOUND
 
 
 def passed(results: dict[str, Any]) -> bool:
@@ -51,6 +53,9 @@ def markdown(results: dict[str, Any]) -> str:
                 for c in results["checks"]
             ],
         ),
+        f"¹ {RECOVERY:.0f} s after the signup, or after the end of the last fault that hit it (a worker "
+        f"killed mid-job: {WORKER_KILL_BOUND} s, RQ's started-registry expiry and maintenance pass).",
+        "",
         f"{figures['signups_committed']:,} of {figures['signups_attempted']:,} signups committed "
         f"(errors: {figures['signup_errors'] or 'none'}); {figures['users']:,} live users, "
         f"{figures['soft_deleted']} soft-deleted, {figures['profiles']:,} profiles, "

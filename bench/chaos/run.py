@@ -46,7 +46,7 @@ class ChaosOptions:
     workers: int = 2
     flood: int = 1100  # half-open connections per /healthz flood
     open_files: int = 1024  # the children's soft limit (a service manager's usual default)
-    max_wait: float = float(WORKER_KILL_BOUND)  # the longest any user may wait for a profile
+    settle: float = float(WORKER_KILL_BOUND)  # seconds after the load for the last users to get a profile
 
     @property
     def processes(self) -> tuple[str, ...]:
@@ -184,11 +184,11 @@ def _start(stack: ExitStack, soak: Soak) -> tuple[Stage, Servers, Path]:
 
 
 def _settle(stage: Stage, options: ChaosOptions, supervisor: Supervisor, out: TextIO) -> None:
-    """After the load: until every live user has a profile and every job ran (bounded by max_wait)."""
+    """After the load: until every live user has a profile and every job ran (bounded by `settle`)."""
     ended = time.monotonic()
     settled = _wait(
         lambda: _scalar(stage.database_url, LOST) == 0 and _scalar(stage.database_url, OUTBOX) == 0,
-        options.max_wait,
+        options.settle,
         supervisor.tick,
     )
     quiet = _wait(lambda: _quiet(stage.redis.url), QUIET_TIMEOUT, supervisor.tick)
@@ -219,7 +219,7 @@ def _results(
     soak: Soak, facts: audit.Facts, load: SteadySignups, servers: Servers, seconds: float
 ) -> dict[str, Any]:
     options = soak.options
-    checks = audit.checks(facts, load.attempts, soak.ran, options.max_wait)
+    checks = audit.checks(facts, load.attempts, soak.ran)
     return {
         "meta": {
             "kind": "chaos",

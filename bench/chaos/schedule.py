@@ -1,7 +1,10 @@
 """Which fault runs when: a pure function of the seed, printed before the soak starts.
 
 Faults come from a shuffled deck (every kind once before any twice), one every `interval` seconds (drawn
-uniformly), each lasting at most half the shortest interval so that calm time separates them.
+uniformly). How long a fault lasts scales with the shortest interval (`low`): a lock 0.1 to 0.25 x low, a
+flood or a flapping database 0.5 to 1.5 x low (10 to 30 s in the 20 to 40 s soak: RQ's retry delays 2, 5,
+15 s run out after 22 s; a flood needs time, as a server accepts connections only as fast as it starts a
+thread for each). Faults never overlap: a long one delays the next.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ FLOOD = "healthz_flood"
 KINDS = (KILL, POSTGRES_RESTART, REDIS_RESTART, TERMINATE, LOCK, SOFT_DELETE_RACE, FLOOD)
 
 LOCKED_TABLES = ("profile_sync.signup_events", "public.user_profiles")  # the outbox, the profile table
-RACING_USERS = 20  # users soft-deleted right after their signup, per race
+RACING_USERS = 60  # users soft-deleted right after their signup, per race
 RACE_DELAY_MS = (5, 40)  # the soft delete commits this long after the signup
 Param = str | int | float
 
@@ -81,7 +84,7 @@ def plan(
             deck = list(kinds)
             rng.shuffle(deck)
         kind = deck.pop()
-        planned.append(Planned(round(at, 1), kind, params(kind, rng, processes, low / 2, flood)))
+        planned.append(Planned(round(at, 1), kind, params(kind, rng, processes, low, flood)))
         at += rng.uniform(low, high)
     return planned
 

@@ -7,7 +7,9 @@ the user id, so each simulated user is distinct and a test can predict its profi
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
 import random
 import uuid
 from collections.abc import Iterator
@@ -171,14 +173,21 @@ def gotrue_signup(conn: psycopg.Connection[Any], s: Signup) -> None:
             gotrue_update(conn, s.id, raw_user_meta_data={**s.user_meta, **identity})
 
 
+def _obfuscated(user_id: uuid.UUID, what: str) -> str:
+    """What GoTrue puts in place of a deleted user's email or phone: a hash, distinct per user (both columns
+    are unique)."""
+    digest = hashlib.sha256(f"{user_id}{what}".encode()).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
 def soft_delete(conn: psycopg.Connection[Any], user_id: uuid.UUID) -> None:
     """GoTrue's SoftDeleteUser: email/phone obfuscated, deleted_at set, then both metadata columns emptied."""
     with auth_server(conn):
         gotrue_update(
             conn,
             user_id,
-            email="Jm9vYmFyLW9iZnVzY2F0ZWQtZW1haWwtaGFzaA",
-            phone="Jm9vYmFyLW9iZnV",
+            email=_obfuscated(user_id, "email"),
+            phone=_obfuscated(user_id, "phone")[:15],
             encrypted_password=None,
             email_change="",
             phone_change="",
