@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -16,6 +15,8 @@ from rq.serializers import JSONSerializer
 from rq.worker import SimpleWorker
 
 from profilesync.config import Settings
+from profilesync.devkit.postgrest import act_as as act_as
+from profilesync.devkit.postgrest import jwt_claims as jwt_claims
 from profilesync.devkit.signups import auth_server as auth_server
 from profilesync.devkit.signups import gotrue_signup as devkit_gotrue_signup
 from profilesync.devkit.signups import gotrue_update as gotrue_update
@@ -31,44 +32,6 @@ def signup(conn: psycopg.Connection[Any], kind: str = "email", **changes: Any) -
     simulated = make_signup(kind).replace(**changes)
     insert_signup(conn, simulated)
     return simulated.id
-
-
-def jwt_claims(role: str, user_id: uuid.UUID | None) -> dict[str, Any]:
-    """The claims of a Supabase client's JWT: a user's access token, or the anon / service key (no sub)."""
-    now = int(time.time())
-    if user_id is None:
-        return {"iss": "supabase", "ref": "localdev", "role": role, "iat": now, "exp": now + 3600}
-    return {
-        "aud": "authenticated",
-        "exp": now + 3600,
-        "iat": now,
-        "iss": "http://127.0.0.1:54321/auth/v1",
-        "sub": str(user_id),
-        "email": "",
-        "phone": "",
-        "app_metadata": {"provider": "email", "providers": ["email"]},
-        "user_metadata": {},
-        "role": role,
-        "aal": "aal1",
-        "amr": [{"method": "password", "timestamp": now}],
-        "session_id": str(uuid.uuid4()),
-        "is_anonymous": False,
-    }
-
-
-def act_as(conn: psycopg.Connection[Any], role: str, user_id: uuid.UUID | None, path: str = "/") -> None:
-    """In the open transaction, what PostgREST sets before a request's query: transaction-local settings of
-    search_path, role and the JWT claims (auth.uid() reads `sub`; None: a token without one)."""
-    conn.execute(
-        """
-        SELECT set_config('search_path', '"public", "extensions"', true),
-               set_config('role', %s, true),
-               set_config('request.jwt.claims', %s, true),
-               set_config('request.method', 'POST', true),
-               set_config('request.path', %s, true)
-        """,
-        (role, json.dumps(jwt_claims(role, user_id)), path),
-    )
 
 
 def gotrue_signup(conn: psycopg.Connection[Any], kind: str = "email", **changes: Any) -> uuid.UUID:

@@ -6,11 +6,14 @@ would, a restarted server is up again, a lock is released, every flood socket is
 
 from __future__ import annotations
 
+import heapq
 import os
+import queue
 import random
 import resource
 import selectors
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -24,10 +27,12 @@ from bench.chaos import schedule
 from bench.chaos.schedule import Param
 from profilesync.devkit.children import Children
 from profilesync.devkit.embedded import EmbeddedPostgres, EmbeddedRedis
+from profilesync.devkit.postgrest import ensure_profile
 from profilesync.devkit.signups import gotrue_signup, make_signup, soft_delete
 
 CONNECT_TIMEOUT = 2
 LOCK_WAIT = "5s"  # a lock fault that cannot get its lock within this gives up (and says so)
+RACE_TIMEOUT = 30.0  # the race's actors end at the latest this long after their last user
 FLOOD_IN_FLIGHT = 200  # connects in progress at once
 HALF_REQUEST = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"  # the blank line that ends it never comes
 
@@ -104,20 +109,71 @@ def lock_table(stage: Stage, table: Param, seconds: Param) -> str:
 
 
 def soft_delete_race(stage: Stage, users: Param, seed: Param) -> str:
-    """`users` GoTrue signups, each soft-deleted (GoTrue's SoftDeleteUser) 5 to 40 ms after its commit, from
-    another connection: the profile may be on its way in a worker's transaction meanwhile."""
+    """`users` GoTrue signups back to back; each user's app calls ensure_profile() on sign-in at once, and
+    GoTrue's SoftDeleteUser (another connection) deletes the user 5 to 40 ms after its signup: three actors
+    racing the worker that is creating the same profile."""
     rng = random.Random(int(seed))
     low, high = schedule.RACE_DELAY_MS
-    with closing(stage.connect()) as auth, closing(stage.connect()) as admin:
-        for _ in range(int(users)):
-            signup = make_signup(
-                rng.choice(("email", "google", "github")), uuid.UUID(int=rng.getrandbits(128))
-            )
-            gotrue_signup(auth, signup)
-            time.sleep(rng.uniform(low, high) / 1000)
-            soft_delete(admin, signup.id)
-            stage.soft_deleted.append(str(signup.id))
-    return f"{int(users)} users soft-deleted {low} to {high} ms after their signup"
+    delays = [rng.uniform(low, high) / 1000 for _ in range(int(users))]
+    kinds = [rng.choice(("email", "google", "github")) for _ in delays]
+    ids = [uuid.UUID(int=rng.getrandbits(128)) for _ in delays]
+    deletes: queue.Queue[tuple[float, uuid.UUID] | None] = queue.Queue()
+    sign_ins: queue.Queue[uuid.UUID | None] = queue.Queue()
+    refused: list[str] = []
+    before = len(stage.soft_deleted)
+    actors = [
+        threading.Thread(target=_deleter, args=(stage, deletes), daemon=True),
+        threading.Thread(target=_signer_in, args=(stage, sign_ins, refused), daemon=True),
+    ]
+    for actor in actors:
+        actor.start()
+    try:
+        with closing(stage.connect()) as auth:
+            for user_id, kind, delay in zip(ids, kinds, delays, strict=True):
+                gotrue_signup(auth, make_signup(kind, user_id))
+                sign_ins.put(user_id)
+                deletes.put((time.monotonic() + delay, user_id))
+    finally:
+        deletes.put(None)
+        sign_ins.put(None)
+        for actor in actors:
+            actor.join(RACE_TIMEOUT)
+    return (
+        f"{len(stage.soft_deleted) - before} of {len(ids)} users soft-deleted {low} to {high} ms after their "
+        f"signup; ensure_profile() on sign-in refused {len(refused)} {sorted(set(refused))} (deleted first)"
+    )
+
+
+def _deleter(stage: Stage, due: queue.Queue[tuple[float, uuid.UUID] | None]) -> None:
+    """GoTrue's SoftDeleteUser for each user at its time (they come in signup order, 5 to 40 ms apart)."""
+    pending: list[tuple[float, uuid.UUID]] = []  # a heap
+    done = False
+    with closing(stage.connect()) as conn:
+        while not done or pending:
+            timeout = max(0.0, pending[0][0] - time.monotonic()) if pending else RACE_TIMEOUT
+            try:
+                item = due.get(timeout=timeout)
+                if item is None:
+                    done = True
+                else:
+                    heapq.heappush(pending, item)
+            except queue.Empty:
+                if not pending:
+                    return  # the signer is gone
+            while pending and pending[0][0] <= time.monotonic():
+                user_id = heapq.heappop(pending)[1]
+                soft_delete(conn, user_id)
+                stage.soft_deleted.append(str(user_id))
+
+
+def _signer_in(stage: Stage, users: queue.Queue[uuid.UUID | None], refused: list[str]) -> None:
+    """The app on each user's sign-in: POST /rpc/ensure_profile (refused once the user is deleted)."""
+    with closing(stage.connect()) as conn:
+        while (user_id := users.get(timeout=RACE_TIMEOUT)) is not None:
+            try:
+                ensure_profile(conn, user_id)
+            except psycopg.Error as exc:
+                refused.append(exc.sqlstate or type(exc).__name__)
 
 
 def _healthz(port: int) -> bool:
