@@ -38,26 +38,21 @@ class Planned:
         return " ".join([self.kind, *(f"{k}={v}" for k, v in self.params.items())])
 
 
-def _seconds(rng: random.Random, low: float, high: float, cap: float) -> float:
-    return round(min(rng.uniform(low, high), cap), 1)
-
-
 def params(
-    kind: str, rng: random.Random, processes: tuple[str, ...], cap: float, flood: int
+    kind: str, rng: random.Random, processes: tuple[str, ...], low: float, flood: int
 ) -> dict[str, Param]:
-    """What the fault acts on and for how long (seconds at most `cap`)."""
+    """What the fault acts on and for how long (scaled by the shortest interval `low`)."""
     if kind == KILL:
         return {"process": rng.choice(processes)}
-    if kind == TERMINATE:
-        return {
-            "seconds": max(1, round(_seconds(rng, 3, 10, cap)))
-        }  # once a second, like a flapping failover
+    if kind == TERMINATE:  # once a second, like a failover that flaps
+        return {"seconds": max(1, round(rng.uniform(0.5, 1.5) * low))}
     if kind == LOCK:
-        return {"table": rng.choice(LOCKED_TABLES), "seconds": _seconds(rng, 2, 5, cap)}
+        return {"table": rng.choice(LOCKED_TABLES), "seconds": round(rng.uniform(0.1, 0.25) * low, 1)}
     if kind == SOFT_DELETE_RACE:
         return {"users": RACING_USERS, "seed": rng.randrange(2**31)}
     if kind == FLOOD:
-        return {"process": rng.choice(processes), "connections": flood, "seconds": _seconds(rng, 5, 10, cap)}
+        hold = round(rng.uniform(0.5, 1.5) * low, 1)
+        return {"process": rng.choice(processes), "connections": flood, "seconds": hold}
     return {}
 
 
