@@ -13,9 +13,6 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /build
 COPY pyproject.toml README.md ./
 COPY profilesync/ profilesync/
-COPY publisher/ publisher/
-COPY worker/ worker/
-COPY chat/ chat/
 COPY sql/ sql/
 RUN pip install . \
  && rm -rf /build \

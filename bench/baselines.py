@@ -22,8 +22,8 @@ from rq import Queue
 from profilesync import db
 from profilesync.config import Settings
 from profilesync.logs import configure
+from profilesync.publisher.service import Publisher
 from profilesync.queueing import CREATE_PROFILES, JobPlan, connect_redis, profiles_queue
-from publisher.service import Publisher
 
 NAIVE_CHANNEL = "bench_naive_signup"
 

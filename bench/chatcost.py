@@ -15,7 +15,7 @@ from psycopg_pool import ConnectionPool
 from bench.counting import counting_cursor_factory
 from bench.servers import Servers
 from bench.stats import summary_ms
-from chat import ChatService
+from profilesync.chat import ChatService
 from profilesync.config import Settings
 from profilesync.devkit.stats import percentile
 

@@ -21,7 +21,8 @@ from bench.cpu import CpuProbe, role_usage, usage
 from bench.stages import breakdown
 from bench.stats import summary_ms
 
-# Longer than a linger after the last signup (publisher.service.LINGER_QUIET): it counts where it belongs.
+# Longer than a linger after the last signup (profilesync.publisher.service.LINGER_QUIET): it counts where it
+# belongs.
 SETTLE = 0.25
 
 

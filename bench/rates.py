@@ -18,9 +18,9 @@ from bench.servers import Servers
 from bench.stats import rate
 from profilesync import db
 from profilesync.config import Settings
+from profilesync.publisher.service import Publisher
 from profilesync.queueing import JobPlan, enqueue_plans, profiles_queue
-from publisher.service import Publisher
-from worker import runtime
+from profilesync.worker import runtime
 
 _FILL = """
 INSERT INTO auth.users (id, aud, role, email, raw_user_meta_data, created_at)

@@ -32,10 +32,10 @@ from bench.counting import Counter, count_process_round_trips
 from profilesync.config import Settings
 from profilesync.devkit.stats import percentile
 from profilesync.logs import configure
+from profilesync.publisher.service import Publisher
 from profilesync.queueing import JobPlan
-from publisher.service import Publisher
-from worker import runtime
-from worker.main import _make_worker
+from profilesync.worker import runtime
+from profilesync.worker.main import _make_worker
 
 STAGES = (
     ("commit_to_wake", "commit", "wake"),

@@ -80,8 +80,8 @@ def check_start(settings: Settings, *, listen: bool) -> None:
 
 def cmd_publisher(args: argparse.Namespace, settings: Settings) -> int:
     from profilesync import metrics
-    from publisher.gauges import OutboxGauges
-    from publisher.service import Publisher
+    from profilesync.publisher.gauges import OutboxGauges
+    from profilesync.publisher.service import Publisher
 
     stop = threading.Event()
     publisher = Publisher(settings, stop)  # refuses a transaction pooler before connecting anywhere
@@ -99,7 +99,7 @@ def cmd_publisher(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     check_start(settings, listen=False)
     if args.processes == 1:
-        from worker.main import run
+        from profilesync.worker.main import run
 
         run(settings, burst=args.burst)
         return 0
@@ -107,7 +107,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         # The pool's workers are forked processes: prometheus_client adds up their metrics through files in
         # this directory, which it must know of before it is first imported.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = shared
-        from worker.main import run_pool
+        from profilesync.worker.main import run_pool
 
         run_pool(settings, args.processes, burst=args.burst)
     return 0

@@ -12,7 +12,10 @@ from rq.serializers import JSONSerializer
 from profilesync.config import DEFAULT_QUEUE, Settings
 
 # The job function, by dotted path: the publisher never imports the worker; renaming it breaks queued jobs.
-CREATE_PROFILES = "worker.jobs.create_profiles"
+CREATE_PROFILES = "profilesync.worker.jobs.create_profiles"
+# The same job under the path it had while the worker was a top-level package: jobs queued by an older release
+# still run. Deprecated: accepted for one release, never enqueued.
+LEGACY_CREATE_PROFILES = "worker.jobs.create_profiles"
 RETRY_INTERVALS = [2, 5, 15, 60, 300]
 
 

@@ -1,7 +1,7 @@
 -- Profile lifecycle: keep public.user_profiles in step with auth.users after the signup.
 --
 -- Same path as a signup, no new moving parts: a change to a user that matters to the profile adds a row to
--- profile_sync.signup_events (the outbox), the publisher enqueues `worker.jobs.create_profiles` with the user
+-- profile_sync.signup_events (the outbox), the publisher enqueues `profilesync.worker.jobs.create_profiles` with the user
 -- ids, and the worker calls profile_sync.sync_profiles, which brings each profile in step with the user's
 -- CURRENT auth.users row: insert it when missing, apply the metadata policy when present, scrub it when the
 -- user is soft-deleted. An event says "look at this user again", never what changed, so events of one user

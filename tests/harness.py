@@ -21,9 +21,9 @@ from profilesync.devkit.signups import auth_server as auth_server
 from profilesync.devkit.signups import gotrue_signup as devkit_gotrue_signup
 from profilesync.devkit.signups import gotrue_update as gotrue_update
 from profilesync.devkit.signups import insert_signup, make_signup
+from profilesync.publisher.service import Publisher
 from profilesync.queueing import connect_redis, profiles_queue
-from publisher.service import Publisher
-from worker import runtime
+from profilesync.worker import runtime
 
 
 def signup(conn: psycopg.Connection[Any], kind: str = "email", **changes: Any) -> uuid.UUID:

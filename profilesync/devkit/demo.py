@@ -197,8 +197,8 @@ def _run(
 ) -> int:
     from psycopg_pool import ConnectionPool
 
-    from chat import ChatService
     from profilesync import db
+    from profilesync.chat import ChatService
     from profilesync.migrate import migrate
     from profilesync.queueing import connect_redis, profiles_queue
 

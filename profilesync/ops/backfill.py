@@ -20,7 +20,9 @@ from profilesync.logs import get_logger
 
 log = get_logger(__name__)
 
-SIGNUP_CHANNEL = "profile_sync_signup"  # the publisher's wake-up channel (publisher.service.CHANNEL)
+SIGNUP_CHANNEL = (
+    "profile_sync_signup"  # the publisher's wake-up channel (profilesync.publisher.service.CHANNEL)
+)
 
 # A user needs a backfill when it is live, has no profile and no outbox row. Failed rows are `profilesync
 # replay`'s business: recording them again would only fail again.

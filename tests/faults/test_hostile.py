@@ -17,7 +17,7 @@ from psycopg_pool import ConnectionPool
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
-from chat import ChatService
+from profilesync.chat import ChatService
 from profilesync.config import Settings
 from profilesync.queueing import profiles_queue
 from tests.faults.cluster import LOCK_TIMEOUT, REDELIVER_AFTER, SAFETY_INTERVAL, Target
@@ -46,7 +46,7 @@ def test_workers_run_only_create_profiles_whatever_redis_holds(target: Target, t
     # RQ's own command line with our worker class (README): the same allow-list.
     rq_log = (tmp_path / "rq-worker.log").open("wb")
     rq_worker = subprocess.Popen(
-        [sys.executable, "-m", "rq.cli", "worker", "-w", "worker.main.ProfileSyncWorker",
+        [sys.executable, "-m", "rq.cli", "worker", "-w", "profilesync.worker.main.ProfileSyncWorker",
          "-S", "rq.serializers.JSONSerializer", "-u", target.redis_url, "profiles"],
         env={**target.procs.env, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
         stdout=rq_log, stderr=rq_log,

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
 
-from chat import ChatService, ProfileNotReadyError
+from profilesync.chat import ChatService, ProfileNotReadyError
 from profilesync.config import Settings
 from tests.faults.cluster import JOB_TIMEOUT, LOCK_TIMEOUT, STATEMENT_TIMEOUT, Target
 from tests.faults.figures import Row, finish, settle

@@ -20,8 +20,14 @@ import pytest
 from psycopg_pool import ConnectionPool
 from structlog.testing import capture_logs
 
-from chat import ChatService, Conversation, InvalidUserIdError, ProfileNotReadyError, UnknownUserError
-from chat.readiness import CHANNEL
+from profilesync.chat import (
+    ChatService,
+    Conversation,
+    InvalidUserIdError,
+    ProfileNotReadyError,
+    UnknownUserError,
+)
+from profilesync.chat.readiness import CHANNEL
 from profilesync.config import Settings
 from profilesync.devkit.signups import make_signup
 from profilesync.errors import ConfigError
@@ -209,8 +215,9 @@ def test_waiting_issues_no_queries_and_burns_no_cpu(conn: Conn, settings: Settin
 
 # -- timeout paths -----------------------------------------------------------------------------------------
 
-# The wait ends at the timeout; a few round trips follow (chat.service's bound: timeout + lock_timeout + a
-# few round trips): tens of milliseconds on a quiet box, more while other processes load a CI machine.
+# The wait ends at the timeout; a few round trips follow (profilesync.chat.service's bound: timeout +
+# lock_timeout + a few round trips): tens of milliseconds on a quiet box, more while other processes load a CI
+# machine.
 ROUND_TRIPS = 0.3
 
 

@@ -15,9 +15,9 @@ from rq.serializers import JSONSerializer
 
 from profilesync.config import Settings
 from profilesync.queueing import JobPlan, enqueue_plans, profiles_queue
+from profilesync.worker import runtime
 from tests.harness import count, run_worker_burst, signup
 from tests.integration.test_security import PUBLISHER, as_role
-from worker import runtime
 
 Conn = psycopg.Connection[Any]
 

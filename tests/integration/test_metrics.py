@@ -12,7 +12,7 @@ import psycopg
 from profilesync.config import Settings
 from profilesync.devkit.children import Children
 from profilesync.devkit.embedded import free_port
-from publisher.gauges import STATEMENT_TIMEOUT_MS, OutboxGauges
+from profilesync.publisher.gauges import STATEMENT_TIMEOUT_MS, OutboxGauges
 from tests.harness import bulk_signup, count, process_env, signup, wait_for
 from tests.scrape import get, sample
 

@@ -16,8 +16,8 @@ from structlog.testing import capture_logs
 from profilesync.config import Settings
 from profilesync.devkit.signups import KINDS, make_signup
 from profilesync.migrate import available, migrate
+from profilesync.publisher.service import Publisher
 from profilesync.queueing import CREATE_PROFILES, connect_redis, profiles_queue
-from publisher.service import Publisher
 from tests.harness import (
     bulk_signup,
     count,
@@ -302,7 +302,7 @@ def test_polling_from_the_cursor_skips_events_retired_under_a_long_snapshot(
     conn: Conn, settings: Settings, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A REPEATABLE READ snapshot held open keeps every retired event's index entries alive (issue 9.7).
-    from publisher import service
+    from profilesync.publisher import service
 
     monkeypatch.setattr(service, "CURSOR_LAG", 0.0)
     with psycopg.connect(database_url) as old:
@@ -326,7 +326,7 @@ def test_polling_from_the_cursor_skips_events_retired_under_a_long_snapshot(
 def test_a_signup_that_commits_behind_the_cursor_is_claimed_by_the_full_sweep(
     conn: Conn, settings: Settings, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from publisher import service
+    from profilesync.publisher import service
 
     monkeypatch.setattr(service, "CURSOR_LAG", 0.0)
     with psycopg.connect(database_url) as slow:
@@ -348,7 +348,7 @@ def test_redelivery_reads_stale_events_through_an_index(conn: Conn) -> None:
     bulk_signup(conn, 20000)
     conn.execute("UPDATE profile_sync.signup_events SET enqueued_at = now(), job_id = 'j'")
     conn.execute("ANALYZE profile_sync.signup_events")
-    from publisher import service
+    from profilesync.publisher import service
 
     text = str(_plan(conn, service._STALE, (60.0, 2000)))
     assert "signup_events_enqueued_idx" in text

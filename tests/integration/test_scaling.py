@@ -39,7 +39,13 @@ def test_plain_rq_worker_command_line_creates_a_profile(
     user = signup(conn)
     profiles_queue(redis_conn).enqueue(CREATE_PROFILES, args=([str(user)],))
     argv = [RQ, "worker", "-u", settings.redis_url, "-S", "rq.serializers.JSONSerializer"]
-    argv += ["-w", "worker.main.ProfileSyncWorker", "--with-scheduler", "--burst", "profiles"]  # as in README
+    argv += [
+        "-w",
+        "profilesync.worker.main.ProfileSyncWorker",
+        "--with-scheduler",
+        "--burst",
+        "profiles",
+    ]  # as in README
     done = subprocess.run(argv, env=process_env(settings), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert count(conn, PROFILES + " WHERE id = %s", (user,)) == 1, done.stderr[-3000:]

@@ -25,8 +25,8 @@ from profilesync.config import DEFAULT_QUEUE, Settings
 from profilesync.devkit.children import Children
 from profilesync.devkit.signups import KINDS
 from profilesync.migrate import migrate
+from profilesync.publisher.gauges import OutboxGauges
 from profilesync.queueing import CREATE_PROFILES, profiles_queue
-from publisher.gauges import OutboxGauges
 from tests.harness import act_as, count, run_worker_burst, running_publisher, signup, wait_for
 from tests.servers import OWNER, DatabaseFactory, as_role, create_owned_database
 

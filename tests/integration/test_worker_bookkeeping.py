@@ -1,5 +1,5 @@
-"""The worker's RQ bookkeeping (worker.bookkeeping.FewerRoundTrips) on a real Redis: fewer round trips per
-job, and what `rq info` reads still written."""
+"""The worker's RQ bookkeeping (profilesync.worker.bookkeeping.FewerRoundTrips) on a real Redis: fewer round
+trips per job, and what `rq info` reads still written."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from rq.serializers import JSONSerializer
 from rq.worker import SimpleWorker
 
 from bench.counting import counting_redis
-from worker.bookkeeping import FewerRoundTrips
-from worker.main import ProfileSyncWorker
+from profilesync.worker.bookkeeping import FewerRoundTrips
+from profilesync.worker.main import ProfileSyncWorker
 
 JOBS = 30
 

@@ -7,9 +7,9 @@ import uuid
 
 import pytest
 
-from chat import InvalidUserIdError, ProfileNotReadyError, UnknownUserError
-from chat.model import parse_user_id
-from chat.waiters import Waiter, WaiterRegistry, Wake
+from profilesync.chat import InvalidUserIdError, ProfileNotReadyError, UnknownUserError
+from profilesync.chat.model import parse_user_id
+from profilesync.chat.waiters import Waiter, WaiterRegistry, Wake
 from profilesync.errors import ProfileSyncError
 
 USER = uuid.UUID("7d3c6b1e-2f4a-4c1e-9a58-0b6f3f1d2e4c")

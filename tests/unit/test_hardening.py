@@ -13,10 +13,11 @@ from rq.serializers import JSONSerializer
 
 from profilesync.backoff import Backoff
 from profilesync.config import Settings
-from profilesync.queueing import CREATE_PROFILES, profiles_queue
+from profilesync.publisher.jobstate import live_jobs
+from profilesync.queueing import CREATE_PROFILES, LEGACY_CREATE_PROFILES, profiles_queue
 from profilesync.ratelimit import RateLimit
-from publisher.jobstate import live_jobs
-from worker.main import ALLOWED, AllowListedJob, ForbiddenJobError, ProfileSyncWorker
+from profilesync.worker.jobs import create_profiles
+from profilesync.worker.main import AllowListedJob, ForbiddenJobError, ProfileSyncWorker
 
 
 def test_backoff_doubles_with_jitter_up_to_the_cap() -> None:
@@ -74,11 +75,12 @@ def test_the_worker_runs_only_allow_listed_functions_and_no_callbacks() -> None:
     redis_conn = fakeredis.FakeRedis()
     queue = profiles_queue(redis_conn)
     allowed = queue.enqueue(CREATE_PROFILES, args=([],), on_success=Callback("os.abort"))
-    for job in (allowed, queue.enqueue("os.system", args=("true",), retry=Retry(max=3))):
+    legacy = queue.enqueue(LEGACY_CREATE_PROFILES, args=([],))  # queued by the previous release
+    for job in (allowed, legacy, queue.enqueue("os.system", args=("true",), retry=Retry(max=3))):
         job = AllowListedJob.fetch(job.id, connection=redis_conn, serializer=JSONSerializer)
         assert job.success_callback is None and job.failure_callback is None and job.stopped_callback is None
-        if job.func_name == CREATE_PROFILES:
-            assert job.func is ALLOWED[CREATE_PROFILES]
+        if job.func_name in (CREATE_PROFILES, LEGACY_CREATE_PROFILES):
+            assert job.func is create_profiles
         else:
             with pytest.raises(ForbiddenJobError, match=r"os\.system"):
                 job.func  # noqa: B018

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 
-from worker.ids import parse_user_ids
+from profilesync.worker.ids import parse_user_ids
 
 
 def test_valid_ids_are_parsed_and_deduplicated_in_order() -> None:

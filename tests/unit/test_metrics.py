@@ -13,8 +13,8 @@ from profilesync import metrics
 from profilesync.config import Settings
 from profilesync.devkit.embedded import free_port
 from profilesync.errors import ConfigError
-from publisher.gauges import OutboxGauges
-from publisher.service import Publisher
+from profilesync.publisher.gauges import OutboxGauges
+from profilesync.publisher.service import Publisher
 from tests.scrape import get, sample
 
 

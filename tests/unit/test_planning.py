@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 
-from publisher.planning import flatten, group_claimed, plan_jobs, valid_payload
+from profilesync.publisher.planning import flatten, group_claimed, plan_jobs, valid_payload
 
 
 def test_plan_jobs_chunks_distinct_users_and_keeps_every_event() -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import time
 
 from profilesync.config import Settings
-from publisher.service import LINGER_QUIET, Publisher
+from profilesync.publisher.service import LINGER_QUIET, Publisher
 
 
 def test_publisher_lingers_only_while_signups_come_faster_than_the_quiet_window() -> None:

@@ -9,8 +9,8 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from profilesync.config import Settings
+from profilesync.publisher.planning import plan_jobs
 from profilesync.queueing import CREATE_PROFILES, enqueue_plans, profiles_queue
-from publisher.planning import plan_jobs
 
 
 def test_jobs_are_enqueued_as_json_with_the_stable_function_path() -> None:
@@ -25,7 +25,7 @@ def test_jobs_are_enqueued_as_json_with_the_stable_function_path() -> None:
     raw = connection.hget(f"rq:job:{plans[0].job_id}", "data")
     assert raw is not None
     func, _instance, args, _kwargs = json.loads(zlib.decompress(raw))  # RQ compresses; JSON, not pickle
-    assert func == CREATE_PROFILES == "worker.jobs.create_profiles"
+    assert func == CREATE_PROFILES == "profilesync.worker.jobs.create_profiles"
     assert args == [users[:2]]
     job = Job.fetch(plans[1].job_id, connection=connection, serializer=JSONSerializer)
     assert list(job.args) == [[users[2]]]

@@ -20,9 +20,9 @@ from profilesync import db, listen, metrics
 from profilesync.backoff import Backoff
 from profilesync.config import Settings
 from profilesync.logs import get_logger
+from profilesync.publisher.jobstate import live_jobs
+from profilesync.publisher.planning import flatten, group_claimed, plan_jobs, valid_payload
 from profilesync.queueing import JobPlan, connect_redis, enqueue_plans, profiles_queue
-from publisher.jobstate import live_jobs
-from publisher.planning import flatten, group_claimed, plan_jobs, valid_payload
 
 CHANNEL = "profile_sync_signup"
 # After a drain that found events, poll every LINGER_POLL seconds until LINGER_QUIET seconds pass without any;
@@ -299,7 +299,7 @@ class Publisher:
 
     def redeliver(self, work: psycopg.Connection[Any], redis_conn: redis.Redis) -> int:
         """Re-enqueue events whose job will not run: gone from Redis, unreadable, missing from its queue
-        list or registry, or ended without retiring them (publisher.jobstate)."""
+        list or registry, or ended without retiring them (profilesync.publisher.jobstate)."""
         queue = profiles_queue(redis_conn, self.settings.queue)
         with work.transaction():
             rows = work.execute(

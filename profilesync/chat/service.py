@@ -13,11 +13,11 @@ import psycopg
 from psycopg import errors
 from psycopg_pool import ConnectionPool
 
-from chat.errors import ProfileNotReadyError, UnknownUserError
-from chat.model import Conversation, parse_user_id
-from chat.readiness import ReadinessListener
-from chat.waiters import WaiterRegistry, Wake
 from profilesync import db
+from profilesync.chat.errors import ProfileNotReadyError, UnknownUserError
+from profilesync.chat.model import Conversation, parse_user_id
+from profilesync.chat.readiness import ReadinessListener
+from profilesync.chat.waiters import WaiterRegistry, Wake
 from profilesync.config import Settings
 from profilesync.logs import get_logger
 

@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from chat.errors import InvalidUserIdError
+from profilesync.chat.errors import InvalidUserIdError
 
 
 @dataclass(frozen=True)

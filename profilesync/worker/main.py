@@ -2,7 +2,8 @@
 
 A SimpleWorker runs jobs in-process, so the PostgreSQL connection persists across jobs (no fork, no reconnect
 per job). Scale with more processes: `--processes N` runs RQ's worker pool of N of them; plain
-`rq worker -w worker.main.ProfileSyncWorker -S rq.serializers.JSONSerializer …` runs the same class.
+`rq worker -w profilesync.worker.main.ProfileSyncWorker -S rq.serializers.JSONSerializer …` runs the same
+class.
 
 `ProfileSyncWorker` runs only the functions of its allow-list (whatever job class a command line asks for):
 Redis content is data, never code. After every job it checks its PostgreSQL connection and replaces one left
@@ -33,15 +34,18 @@ from profilesync.backoff import Backoff
 from profilesync.config import Settings
 from profilesync.errors import ProfileSyncError
 from profilesync.logs import get_logger
-from profilesync.queueing import CREATE_PROFILES, connect_redis, profiles_queue
-from worker import jobs, runtime
-from worker.bookkeeping import FewerRoundTrips
+from profilesync.queueing import CREATE_PROFILES, LEGACY_CREATE_PROFILES, connect_redis, profiles_queue
+from profilesync.worker import jobs, runtime
+from profilesync.worker.bookkeeping import FewerRoundTrips
 
 log = get_logger(__name__)
 
 FIRST_RETRY = 0.5  # seconds before the first restart after RQ left its loop
 # What a job may run, by the name it carries: looked up here, never imported from Redis content.
-ALLOWED: dict[str, Callable[..., Any]] = {CREATE_PROFILES: jobs.create_profiles}
+ALLOWED: dict[str, Callable[..., Any]] = {
+    CREATE_PROFILES: jobs.create_profiles,
+    LEGACY_CREATE_PROFILES: jobs.create_profiles,
+}
 
 
 class ForbiddenJobError(ProfileSyncError):
@@ -109,6 +113,18 @@ class ProfileSyncWorker(FewerRoundTrips, SimpleWorker):
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
         self.stop_signalled = True
         super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
+
+    def unsubscribe(self) -> None:
+        """Let RQ's command listener exit on the UNSUBSCRIBE reply instead of 60 s later.
+
+        The listener thread reads with a 60 s timeout; RQ sends UNSUBSCRIBE, then stops the thread (redis-py's
+        `stop()` waits for it to exit). The reply usually wakes the read before the stop, the thread reads
+        again, and every stop or `--burst` exit waited out that read. Its run flag cleared first (without
+        `stop()`'s wait: nothing would wake the read yet), the reply's wake-up is the thread's last read.
+        """
+        if self.pubsub_thread is not None:
+            self.pubsub_thread._running.clear()
+        super().unsubscribe()  # type: ignore[no-untyped-call]
 
 
 def _make_worker(settings: Settings, name: str | None) -> ProfileSyncWorker:

@@ -16,9 +16,9 @@ from typing import Any
 
 import psycopg
 
-from chat.waiters import WaiterRegistry
 from profilesync import listen
 from profilesync.backoff import Backoff
+from profilesync.chat.waiters import WaiterRegistry
 from profilesync.config import Settings
 from profilesync.errors import InsufficientPrivilegeError
 from profilesync.logs import get_logger

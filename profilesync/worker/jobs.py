@@ -1,4 +1,4 @@
-"""RQ jobs. `worker.jobs.create_profiles` is enqueued by dotted path: keep the name."""
+"""RQ jobs. `profilesync.worker.jobs.create_profiles` is enqueued by dotted path: keep the name."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from profilesync import metrics
 from profilesync.errors import ProfileSyncError
 from profilesync.logs import get_logger
 from profilesync.queueing import CREATE_PROFILES
-from worker import profiles, runtime
-from worker.ids import parse_user_ids
+from profilesync.worker import profiles, runtime
+from profilesync.worker.ids import parse_user_ids
 
 log = get_logger(__name__)
 
