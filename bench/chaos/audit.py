@@ -104,9 +104,12 @@ def late(waits: Sequence[tuple[float, float]], ran: Sequence[Ran]) -> list[tuple
     return [(at, wait) for at, wait in waits if at + wait > due(at, ran)]
 
 
-def checks(facts: Facts, attempts: Sequence[Attempt], ran: Sequence[Ran]) -> list[Check]:
+def checks(
+    facts: Facts, attempts: Sequence[Attempt], ran: Sequence[Ran], stop_codes: dict[str, int | None]
+) -> list[Check]:
     longest = max((wait for _, wait in facts.waits), default=0.0)
     overdue = late(facts.waits, ran)
+    unclean = {name: code for name, code in sorted(stop_codes.items()) if code != 0}
     bad_signups = refused(attempts, ran)
     kinds = Counter(a.error for a in bad_signups)
     refused_detail = ", ".join(f"{name} x{n}" for name, n in sorted(kinds.items()) if name)
@@ -126,6 +129,13 @@ def checks(facts: Facts, attempts: Sequence[Attempt], ran: Sequence[Ran]) -> lis
             f"{len(overdue)} (longest wait {longest:.1f} s)",
             "0",
             not overdue,
+        ),
+        Check(
+            "processes not exiting 0 on SIGTERM (20 s)",
+            ", ".join(f"{name} {'killed' if code is None else code}" for name, code in unclean.items())
+            or "0",
+            "0",
+            not unclean,
         ),
     ]
 

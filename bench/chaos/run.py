@@ -219,7 +219,7 @@ def _results(
     soak: Soak, facts: audit.Facts, load: SteadySignups, servers: Servers, seconds: float
 ) -> dict[str, Any]:
     options = soak.options
-    checks = audit.checks(facts, load.attempts, soak.ran)
+    checks = audit.checks(facts, load.attempts, soak.ran, soak.stop_codes)
     return {
         "meta": {
             "kind": "chaos",

@@ -101,25 +101,40 @@ ATTEMPTS = [
     Attempt("c", "email", 131.0, 0.150),
 ]
 
+CLEAN = {"publisher": 0, "worker-1": 0}
+
 
 def test_a_clean_run_passes_every_check() -> None:
-    checks = audit.checks(_facts(), ATTEMPTS, RAN)
+    checks = audit.checks(_facts(), ATTEMPTS, RAN, CLEAN)
     assert all(check.ok for check in checks), checks
 
 
 @pytest.mark.parametrize(
-    ("facts", "attempts", "failed"),
+    ("facts", "attempts", "codes", "failed"),
     [
-        (_facts(lost=1, waits=[(10.0, 200.0)]), ATTEMPTS, {"live users without a profile", "users profiled"}),
-        (_facts(duplicated=2), ATTEMPTS, {"profiles inserted twice"}),
-        (_facts(unscrubbed=1), ATTEMPTS, {"soft-deleted profiles holding data"}),
-        (_facts(outbox=3), ATTEMPTS, {"signup events left in the outbox"}),
-        (_facts(), [*ATTEMPTS, Attempt("d", "email", 131.0, 0.2, "QueryCanceled")], {"signups refused"}),
-        (_facts(waits=[(10.0, RECOVERY + 1)]), ATTEMPTS, {"users profiled"}),
+        (
+            _facts(lost=1, waits=[(10.0, 200.0)]),
+            ATTEMPTS,
+            CLEAN,
+            {"live users without a profile", "users profiled"},
+        ),
+        (_facts(duplicated=2), ATTEMPTS, CLEAN, {"profiles inserted twice"}),
+        (_facts(unscrubbed=1), ATTEMPTS, CLEAN, {"soft-deleted profiles holding data"}),
+        (_facts(outbox=3), ATTEMPTS, CLEAN, {"signup events left in the outbox"}),
+        (
+            _facts(),
+            [*ATTEMPTS, Attempt("d", "email", 131.0, 0.2, "QueryCanceled")],
+            CLEAN,
+            {"signups refused"},
+        ),
+        (_facts(waits=[(10.0, RECOVERY + 1)]), ATTEMPTS, CLEAN, {"users profiled"}),
+        (_facts(), ATTEMPTS, {"publisher": 0, "worker-1": None}, {"processes not exiting"}),
     ],
 )
-def test_each_check_fails_on_its_own(facts: Facts, attempts: list[Attempt], failed: set[str]) -> None:
-    bad = {check.name for check in audit.checks(facts, attempts, RAN) if not check.ok}
+def test_each_check_fails_on_its_own(
+    facts: Facts, attempts: list[Attempt], codes: dict[str, int | None], failed: set[str]
+) -> None:
+    bad = {check.name for check in audit.checks(facts, attempts, RAN, codes) if not check.ok}
     assert {next(name for name in bad if name.startswith(prefix)) for prefix in failed} == bad
 
 
@@ -133,7 +148,7 @@ def test_figures_split_signups_into_calm_and_faulted_and_attribute_waits_to_faul
 
 def _results(ok: bool) -> dict[str, object]:
     facts = _facts() if ok else _facts(duplicated=1)
-    checks = audit.checks(facts, ATTEMPTS, RAN)
+    checks = audit.checks(facts, ATTEMPTS, RAN, CLEAN)
     return {
         "meta": {
             "started": "2026-12-04 17:00 UTC",
