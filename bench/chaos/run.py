@@ -62,6 +62,7 @@ class Soak:
     ran: list[Ran] = field(default_factory=list)
     exits: list[dict[str, Any]] = field(default_factory=list)  # processes that died on their own
     stop_codes: dict[str, int | None] = field(default_factory=dict)
+    keep_logs: bool = False  # the processes' logs outlive the run when it failed
 
 
 def _scalar(url: str, query: str) -> int | None:
@@ -144,9 +145,8 @@ def run(options: ChaosOptions, out: TextIO = sys.stdout) -> dict[str, Any]:
             facts = audit.gather(conn)
         soak.stop_codes.update(stage.children.stop())
         results = _results(soak, facts, load, servers, time.monotonic() - started)
-        if all(check["ok"] for check in results["checks"]):
-            shutil.rmtree(logdir, ignore_errors=True)
-        else:
+        if not all(check["ok"] for check in results["checks"]):
+            soak.keep_logs = True
             out.write(f"process logs kept in {logdir}\n")
         return results
 
@@ -164,6 +164,7 @@ def _start(stack: ExitStack, soak: Soak) -> tuple[Stage, Servers, Path]:
     servers.build_template()
     database_url = servers.database("chaos", AUDIT)
     logdir = Path(tempfile.mkdtemp(prefix="bench-chaos-logs-"))
+    stack.callback(_remove_unless_kept, soak, logdir)
     children = Children(child_env(database_url, redis_server.url), logdir, open_files=options.open_files)
     stack.callback(lambda: soak.stop_codes.update(children.stop()))
     ports = {name: free_port() for name in options.processes}
@@ -179,8 +180,14 @@ def _start(stack: ExitStack, soak: Soak) -> tuple[Stage, Servers, Path]:
         lambda: None,
     )
     if not ready:
+        soak.keep_logs = True
         raise RuntimeError(f"publisher and workers not ready in {START_TIMEOUT:.0f} s; logs in {logdir}")
     return Stage(postgres, redis_server, database_url, children, ports, []), servers, logdir
+
+
+def _remove_unless_kept(soak: Soak, logdir: Path) -> None:
+    if not soak.keep_logs:
+        shutil.rmtree(logdir, ignore_errors=True)
 
 
 def _settle(stage: Stage, options: ChaosOptions, supervisor: Supervisor, out: TextIO) -> None:
