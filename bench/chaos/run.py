@@ -22,9 +22,10 @@ import redis
 from rq import Worker
 
 from bench.chaos import audit, schedule
-from bench.chaos.faults import FAULTS, Stage
+from bench.chaos.faults import FAULTS
 from bench.chaos.load import SteadySignups
 from bench.chaos.schedule import Planned, Ran
+from bench.chaos.stage import Stage
 from bench.servers import Servers
 from profilesync.devkit.children import Children, sigterm_interrupts
 from profilesync.devkit.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
@@ -182,7 +183,7 @@ def _start(stack: ExitStack, soak: Soak) -> tuple[Stage, Servers, Path]:
     if not ready:
         soak.keep_logs = True
         raise RuntimeError(f"publisher and workers not ready in {START_TIMEOUT:.0f} s; logs in {logdir}")
-    return Stage(postgres, redis_server, database_url, children, ports, []), servers, logdir
+    return Stage(postgres, redis_server, database_url, children, ports), servers, logdir
 
 
 def _remove_unless_kept(soak: Soak, logdir: Path) -> None:
