@@ -61,7 +61,7 @@ class Soak:
     options: ChaosOptions
     planned: list[Planned]
     ran: list[Ran] = field(default_factory=list)
-    exits: list[dict[str, Any]] = field(default_factory=list)  # processes that died on their own
+    exits: list[dict[str, Any]] = field(default_factory=list)  # processes that died on their own, when
     stop_codes: dict[str, int | None] = field(default_factory=dict)
     keep_logs: bool = False  # the processes' logs outlive the run when it failed
 
@@ -254,7 +254,9 @@ def _results(
         "checks": [asdict(check) for check in checks],
         "figures": {
             **audit.figures(facts, load.attempts, soak.ran),
-            "exited_on_their_own": soak.exits,
+            "exited_on_their_own": [
+                {**gone, "at": round(gone["at"] - load.start_at, 1)} for gone in soak.exits
+            ],
             "exit_codes_at_stop": soak.stop_codes,
         },
     }
