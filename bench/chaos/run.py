@@ -142,7 +142,7 @@ def run(options: ChaosOptions, out: TextIO = sys.stdout) -> dict[str, Any]:
         if not load.join(timeout=60):
             raise RuntimeError("signup senders did not finish")
         _settle(stage, options, supervisor, out)
-        with closing(psycopg.connect(stage.database_url, autocommit=True, connect_timeout=5)) as conn:
+        with closing(stage.connect()) as conn:
             facts = audit.gather(conn)
         soak.stop_codes.update(stage.children.stop())
         results = _results(soak, facts, load, servers, time.monotonic() - started)

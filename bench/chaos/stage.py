@@ -11,6 +11,7 @@ from profilesync.devkit.children import Children
 from profilesync.devkit.embedded import EmbeddedPostgres, EmbeddedRedis
 
 CONNECT_TIMEOUT = 2
+STATEMENT_TIMEOUT_MS = 10_000  # no fault's statement waits longer (a lock fault's own wait is shorter)
 
 # Every profilesync backend of the soak's database, as a failover or an operator's pg_terminate_backend would.
 TERMINATE = """
@@ -30,4 +31,9 @@ class Stage:
     metrics_ports: dict[str, int]
 
     def connect(self) -> psycopg.Connection[Any]:
-        return psycopg.connect(self.database_url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
+        return psycopg.connect(
+            self.database_url,
+            autocommit=True,
+            connect_timeout=CONNECT_TIMEOUT,
+            options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+        )
