@@ -10,6 +10,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from pydantic import ValidationError
 
 from profilesync import db, logs
 from profilesync.config import Settings, describe_settings_error, redact
+from profilesync.errors import ConfigError
 from profilesync.explain import explain
 
 Command = Callable[[argparse.Namespace, Settings], int]
@@ -53,8 +55,13 @@ def _emit_supabase(directory: Path) -> int:
 def cmd_uninstall(args: argparse.Namespace, settings: Settings) -> int:
     from profilesync.ops.uninstall import uninstall
 
-    with db.connect(settings.database_url, autocommit=True, application_name="profilesync-uninstall") as conn:
-        result = uninstall(conn, drop_tables=args.drop_tables)
+    with db.connect(
+        settings.database_url,
+        autocommit=True,
+        application_name="profilesync-uninstall",
+        timeouts=db.Timeouts.of(settings),
+    ) as conn:
+        result = uninstall(conn, drop_tables=args.drop_tables, lock_timeout=settings.lock_timeout)
     for line in result.removed:
         print(f"removed {line}")
     if not result.removed:
@@ -80,7 +87,7 @@ def check_start(settings: Settings, *, listen: bool) -> None:
 
 def cmd_publisher(args: argparse.Namespace, settings: Settings) -> int:
     from profilesync import metrics
-    from profilesync.publisher.gauges import OutboxGauges
+    from profilesync.publisher.gauges import publisher_metrics
     from profilesync.publisher.service import Publisher
 
     stop = threading.Event()
@@ -90,8 +97,7 @@ def cmd_publisher(args: argparse.Namespace, settings: Settings) -> int:
     logs.get_logger("profilesync").info(
         "publisher starting", database=redact(settings.database_url), listen=redact(settings.listen_url)
     )
-    gauges = OutboxGauges(settings.database_url)
-    metrics.serve(settings, metrics.registry([metrics.EVENTS_ENQUEUED, gauges]), publisher.health)
+    metrics.serve(settings, metrics.registry(publisher_metrics(settings)), publisher.health)
     publisher.run()
     return 0
 
@@ -167,9 +173,11 @@ def _wait_for_profiles(conn: Any, recorded: int, timeout: float) -> bool:
 def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
     from profilesync.ops import doctor
 
-    checks = doctor.evaluate(doctor.gather(settings), doctor.Thresholds.from_settings(settings))
-    if args.only:
-        checks = [c for c in checks if c.name in args.only]
+    names = args.only
+    if args.probe:
+        names = (set(doctor.DEFAULT_CHECKS) if names is None else names) | {"signup_path"}
+    facts = doctor.gather(settings, names)
+    checks = doctor.evaluate(facts, doctor.Thresholds.from_settings(settings), names)
     print(doctor.format_json(checks) if args.json else doctor.format_table(checks))
     return 0 if doctor.healthy(checks) else 1
 
@@ -285,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="A profile for every Supabase signup. `profilesync COMMAND --help` explains a command.",
         formatter_class=_HelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"profilesync {version('profilesync')}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     db_env = ("database_url",)
 
@@ -314,8 +323,10 @@ def build_parser() -> argparse.ArgumentParser:
         "uninstall",
         "remove the trigger, schema profile_sync, policies and roles",
         "Signups go on without profiles afterwards. Roles another database still uses are kept. Run it as\n"
-        "the database owner, with the publishers and workers stopped.",
+        "the database owner, with the publishers and workers stopped. Every lock wait is bounded\n"
+        "(auth.users is locked last); a session in the way is named and nothing is changed.",
         "database_url",
+        "lock_timeout",
     )
     data = p.add_mutually_exclusive_group()
     data.add_argument(
@@ -403,10 +414,22 @@ def build_parser() -> argparse.ArgumentParser:
         "doctor_max_failed_jobs",
         "doctor_max_backlog_age",
         "doctor_max_snapshot_age",
+        "doctor_timeout",
+        "lock_timeout",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument(
-        "--only", type=_check_names, metavar="CHECK,…", help="comma-separated checks (all if omitted)"
+        "--only",
+        type=_check_names,
+        metavar="CHECK,…",
+        help="run only these checks, comma-separated (all but signup_path if omitted)",
+    )
+    p.add_argument(
+        "--probe",
+        action="store_true",
+        help="also sign up a test user the way Supabase does, in a transaction that is rolled back: the\n"
+        "trigger must record it and ensure_profile() create its profile (check signup_path; for CI after\n"
+        "`supabase db push`)",
     )
     p.set_defaults(func=cmd_doctor)
 
@@ -478,6 +501,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 141  # as if killed by SIGPIPE
     except KeyboardInterrupt:
         return 130
+    except ConfigError as exc:  # a setting that cannot work (LISTEN through a transaction pooler): invalid
+        print(f"profilesync: {explain(exc, settings)}", file=sys.stderr)
+        return 2
     except Exception as exc:
         message = explain(exc, settings)
         if message is None:  # a bug, not an operator mistake: keep its traceback

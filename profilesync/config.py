@@ -142,6 +142,12 @@ class Settings(BaseSettings):
         description="seconds a transaction may hold a snapshot before doctor warns (it makes polling scan "
         "dead outbox rows)",
     )
+    doctor_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="seconds doctor may take in all; a check that cannot read by then (a lock held, a server "
+        "slow to answer) fails with the reason",
+    )
 
     # the private servers of `profilesync demo`, the tests and the benchmark (profilesync.devkit.discovery)
     postgres_bin: str | None = Field(

@@ -55,6 +55,7 @@ def connect(
     autocommit: bool = False,
     application_name: str = "profilesync",
     timeouts: Timeouts | None = None,
+    connect_timeout: int = 10,
 ) -> psycopg.Connection[Any]:
     """A connection; with `timeouts`, bounded server-side from its first statement (no extra round trip).
 
@@ -71,7 +72,7 @@ def connect(
             url,
             autocommit=autocommit,
             application_name=application_name,
-            connect_timeout=10,
+            connect_timeout=connect_timeout,
             **KEEPALIVES,
             **extra,
         )

@@ -19,9 +19,14 @@ LEGACY_CREATE_PROFILES = "worker.jobs.create_profiles"
 RETRY_INTERVALS = [2, 5, 15, 60, 300]
 
 
-def connect_redis(url: str) -> redis.Redis:
+def connect_redis(url: str, *, timeout: float = 30.0) -> redis.Redis:
+    """A client whose every command ends within `timeout` seconds (connecting: within 5)."""
     return redis.Redis.from_url(
-        url, socket_connect_timeout=5, socket_timeout=30, socket_keepalive=True, health_check_interval=30
+        url,
+        socket_connect_timeout=min(5.0, timeout),
+        socket_timeout=timeout,
+        socket_keepalive=True,
+        health_check_interval=30,
     )
 
 

@@ -206,7 +206,7 @@ def _run(
         applied = migrate(conn, dev_auth_stub=True)
     out.write(
         f"PostgreSQL {settings.database_url}, Redis {settings.redis_url}: migrated ({len(applied)} "
-        f"migrations, dev auth stub); process logs in {logdir}\n"
+        f"migrations, dev auth stub); process logs in {logdir} (kept if the demo fails)\n"
     )
 
     env = {
@@ -286,7 +286,17 @@ def _run(
         out.write(f"process logs kept in {logdir}\n")
         return 1
     shutil.rmtree(logdir, ignore_errors=True)
+    out.write(NEXT_STEPS)
     return 0
+
+
+NEXT_STEPS = """
+next: run it on your own database (README, "Point it at your Supabase project"):
+  export DATABASE_URL=… REDIS_URL=…      # your project's direct connection, as postgres; your Redis
+  profilesync migrate                    # the trigger, the outbox and the grants
+  profilesync publisher & profilesync worker &
+  profilesync doctor --probe             # a rolled-back test signup proves the whole path
+"""
 
 
 def _as_auth_admin(conn: psycopg.Connection[Any]) -> None:

@@ -1,17 +1,24 @@
 """`profilesync doctor`: is the whole path from signup to profile healthy? Exit non-zero when not.
 
-`gather` reads facts from PostgreSQL and Redis (a fact may instead carry the error that prevented reading it);
-`evaluate` turns facts into checks against thresholds from Settings; both output formats are pure.
+Every check is one row of `PROBES`: its `gather` reads facts from PostgreSQL or Redis into `Facts` (or records
+in `Facts.errors` why it could not), its `evaluate` judges them against thresholds from Settings, purely; both
+output formats are pure too. Only the selected checks run (`--only`), and each read is bounded: see `gather`.
+
+Adding a check: a field on `Facts`, a `_read_…` function, a `_judge_…` function, a row in `PROBES`.
 """
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import psycopg
 import redis
+from psycopg import errors as pg_errors
 from rq import Worker
 from rq.registry import FailedJobRegistry
 
@@ -19,50 +26,28 @@ from profilesync import db
 from profilesync.config import Settings, is_transaction_pooler, redact
 from profilesync.explain import explain, first_line
 from profilesync.migrate import pending
-from profilesync.ops import objects
+from profilesync.ops import objects, probe
+from profilesync.ops.printable import printable
 from profilesync.queueing import connect_redis, profiles_queue
 
 Status = Literal["ok", "warn", "fail"]
+Verdict = tuple[Status, str]
+Server = Literal["database", "redis"]
 
 SIGNUP_TRIGGER = "profile_sync_on_auth_user_created"
-CHECKS = (
-    "database",
-    "migrations",
-    "trigger",
-    "objects",
-    "listen_url",
-    "redis",
-    "redis_policy",
-    "workers",
-    "failed_jobs",
-    "backlog",
-    "failed_events",
-    "users_without_profiles",
-    "publishers",
-    "snapshots",
+WRITE_PROBE_KEY = (
+    "profilesync:doctor:write-probe"  # a tiny key with a short TTL: the write probe's only trace
 )
-_DATABASE_CHECKS = (
-    "migrations",
-    "trigger",
-    "objects",
-    "backlog",
-    "failed_events",
-    "users_without_profiles",
-    "publishers",
-    "snapshots",
-)
-_REDIS_CHECKS = ("redis_policy", "workers", "failed_jobs")
 
 _TRIGGER = """
 SELECT t.tgenabled::text FROM pg_catalog.pg_trigger t
 WHERE t.tgrelid = to_regclass('auth.users') AND t.tgname = %s
 """
 _BACKLOG = """
-SELECT count(*) FILTER (WHERE failed_at IS NULL),
-       extract(epoch FROM now() - min(created_at) FILTER (WHERE failed_at IS NULL))::float8,
-       count(*) FILTER (WHERE failed_at IS NOT NULL)
-FROM profile_sync.signup_events
+SELECT count(*), extract(epoch FROM now() - min(created_at))::float8
+FROM profile_sync.signup_events WHERE failed_at IS NULL
 """
+_FAILED_EVENTS = "SELECT count(*) FROM profile_sync.signup_events WHERE failed_at IS NOT NULL"
 _WITHOUT_PROFILES = """
 SELECT count(*),
        count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM profile_sync.signup_events e WHERE e.user_id = u.id))
@@ -105,7 +90,8 @@ class Snapshot:
 
 @dataclass
 class Facts:
-    """What `gather` found. `errors[check]` explains a fact that could not be read."""
+    """What `gather` found. `errors[check]` explains a fact that could not be read; `errors["database"]` and
+    `errors["redis"]` a server that could not be reached."""
 
     listen_url: str
     errors: dict[str, str] = field(default_factory=dict)
@@ -115,6 +101,7 @@ class Facts:
     )
     missing_objects: list[str] | None = None  # objects.missing(): tables, functions, triggers, grants
     maxmemory_policy: str | None = None
+    redis_write_refused: str | None = None  # Redis's answer to the write probe when it refused it
     workers: int | None = None
     failed_jobs: int | None = None
     pending_events: int | None = None
@@ -125,6 +112,7 @@ class Facts:
     live_publishers: int | None = None
     oldest_unclaimed_age: float | None = None  # seconds the oldest event waits for a publisher to claim it
     oldest_snapshot: Snapshot | None = None
+    signup_path: list[str] | None = None  # what the rolled-back test signup found broken ([] nothing)
 
 
 @dataclass(frozen=True)
@@ -155,146 +143,272 @@ class Check:
     detail: str
 
 
+class Sources:
+    """The connections of one doctor run, opened on first use, and its deadline."""
+
+    def __init__(self, settings: Settings, facts: Facts) -> None:
+        self.settings = settings
+        self.facts = facts
+        self.deadline = time.monotonic() + settings.doctor_timeout
+        self._conn: psycopg.Connection[Any] | None = None
+        self._redis: redis.Redis | None = None
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    @property
+    def conn(self) -> psycopg.Connection[Any]:
+        assert self._conn is not None, "gather opens the database before a database check reads"
+        return self._conn
+
+    @property
+    def client(self) -> redis.Redis:
+        assert self._redis is not None, "gather opens Redis before a Redis check reads"
+        return self._redis
+
+    def open(self, server: Server) -> bool:
+        """Connect to `server` unless connected; False (the reason in `facts.errors`) if unreachable."""
+        if server in self.facts.errors:
+            return False
+        if server == "database" and self._conn is None:
+            self._conn = self._connect_database()
+        elif server == "redis" and self._redis is None:
+            self._redis = self._connect_redis()
+        return server not in self.facts.errors
+
+    def _connect_database(self) -> psycopg.Connection[Any] | None:
+        url = self.settings.database_url
+        try:
+            return db.connect(
+                url,
+                autocommit=True,
+                application_name="profilesync-doctor",
+                connect_timeout=max(2, int(self.remaining())),
+            )
+        except psycopg.Error as exc:
+            reason = redact(first_line(exc)).removeprefix("connection failed: ")
+            self.facts.errors["database"] = f"{redact(url)} (DATABASE_URL) unreachable: {reason}"
+            return None
+
+    def _connect_redis(self) -> redis.Redis | None:
+        url = self.settings.redis_url
+        client = connect_redis(url, timeout=max(0.5, min(5.0, self.remaining())))
+        try:
+            client.ping()
+        except redis.RedisError as exc:
+            self.facts.errors["redis"] = f"{redact(url)} (REDIS_URL) unreachable: {first_line(exc)}"
+            client.close()
+            return None
+        return client
+
+    @contextmanager
+    def bounded(self) -> Iterator[psycopg.Connection[Any]]:
+        """A transaction whose statements and lock waits end by the deadline, and lock waits within
+        PROFILESYNC_LOCK_TIMEOUT: a VACUUM FULL or LOCK TABLE costs one check, not the whole run. Server-side
+        (SET LOCAL, also behind a transaction pooler), so a killed doctor leaves no backend waiting."""
+        left = max(1, int(self.remaining() * 1000))
+        lock = min(left, max(1, round(self.settings.lock_timeout * 1000)))
+        with self.conn.transaction():
+            self.conn.execute(
+                "SELECT pg_catalog.set_config('statement_timeout', %s, true),"
+                " pg_catalog.set_config('lock_timeout', %s, true)",
+                (f"{left}ms", f"{lock}ms"),
+            )
+            yield self.conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        if self._redis is not None:
+            self._redis.close()
+
+
+Gather = Callable[[Sources, Facts], None]
+Evaluate = Callable[[Facts, Thresholds], Verdict]
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One check: the server it reads (None: judged from the settings alone), its I/O, its judgement."""
+
+    server: Server | None
+    gather: Gather
+    evaluate: Evaluate
+
+
 # -- pure: facts → checks → output ---------------------------------------------------------------------------
 
 
-def evaluate(facts: Facts, limits: Thresholds) -> list[Check]:
-    checks = [_evaluate_one(name, facts, limits) for name in CHECKS]
-    return [c for c in checks if c is not None]
+def _verdict(ok: bool, good: str, bad: str) -> Verdict:
+    return ("ok", good) if ok else ("fail", bad)
 
 
-def _evaluate_one(name: str, f: Facts, limits: Thresholds) -> Check | None:
-    if name in f.errors:
-        return Check(name, "fail", f.errors[name])
-    if name in _DATABASE_CHECKS and "database" in f.errors:
-        return Check(name, "fail", "not checked: database unreachable")
-    if name in _REDIS_CHECKS and "redis" in f.errors:
-        return Check(name, "fail", "not checked: Redis unreachable")
-
-    def check(ok: bool, good: str, bad: str) -> Check:
-        return Check(name, "ok" if ok else "fail", good if ok else bad)
-
-    match name:
-        case "database":
-            return Check(name, "ok", "reachable")
-        case "migrations":
-            pending = f.pending_migrations or []
-            return check(
-                not pending, "up to date", f"pending: {', '.join(pending)} (run profilesync migrate)"
-            )
-        case "trigger":
-            state = f.trigger_enabled or ""
-            labels = {"D": "disabled", "R": "enabled for replica mode only", "": "missing"}
-            return check(
-                state in ("O", "A"),
-                f"{SIGNUP_TRIGGER} enabled",
-                f"{SIGNUP_TRIGGER} {labels.get(state, state)}: signups are not recorded",
-            )
-        case "objects":
-            return _evaluate_objects(f.missing_objects or [])
-        case "listen_url":
-            pooled = is_transaction_pooler(f.listen_url)
-            return check(
-                not pooled,
-                f"{redact(f.listen_url)} (direct or session mode)",
-                f"{redact(f.listen_url)} is a transaction pooler: LISTEN needs port 5432 or a session pooler "
-                "(set LISTEN_DATABASE_URL)",
-            )
-        case "redis":
-            return Check(name, "ok", "reachable")
-        case "redis_policy":
-            if f.maxmemory_policy is None:
-                return Check(
-                    name, "warn", "maxmemory-policy unreadable (CONFIG GET refused): make it noeviction"
-                )
-            return check(
-                f.maxmemory_policy == "noeviction",
-                "maxmemory-policy noeviction",
-                f"maxmemory-policy {f.maxmemory_policy}: Redis may evict queued jobs (set noeviction)",
-            )
-        case "workers":
-            alive = f.workers or 0
-            return check(
-                alive >= limits.min_workers,
-                f"{alive} alive",
-                f"{alive} alive, expected at least {limits.min_workers} (start profilesync worker)",
-            )
-        case "failed_jobs":
-            failed = f.failed_jobs or 0
-            return check(
-                failed <= limits.max_failed,
-                f"{failed} failed",
-                f"{failed} failed (inspect with rq info; profilesync replay --all once fixed)",
-            )
-        case "backlog":
-            waiting = f.pending_events or 0
-            age = f.oldest_event_age or 0.0
-            return check(
-                age <= limits.max_backlog_age,
-                f"{waiting} pending, oldest {age:.1f}s",
-                f"{waiting} pending, oldest {age:.1f}s > {limits.max_backlog_age:g}s (publisher or workers "
-                "down or too few)",
-            )
-        case "failed_events":
-            failed = f.failed_events or 0
-            return check(
-                failed <= limits.max_failed,
-                f"{failed} failed",
-                f"{failed} signup events failed permanently (once fixed: profilesync replay --all, or "
-                "replay --events if their failed jobs are gone)",
-            )
-        case "users_without_profiles":
-            without = f.users_without_profiles or 0
-            unrecorded = f.unrecorded_users or 0
-            return check(
-                unrecorded == 0,
-                f"{without} without a profile, all in flight",
-                f"{unrecorded} of {without} users without a profile have no signup event "
-                "(run profilesync backfill)",
-            )
-        case "publishers":
-            return _publishers(f, limits)
-        case "snapshots":
-            return _snapshots(f, limits)
-    raise ValueError(f"unknown check {name}")
+def _judge_database(f: Facts, limits: Thresholds) -> Verdict:
+    return "ok", "reachable"
 
 
-def _evaluate_objects(missing: list[str]) -> Check:
+def _judge_migrations(f: Facts, limits: Thresholds) -> Verdict:
+    waiting = f.pending_migrations or []
+    return _verdict(not waiting, "up to date", f"pending: {', '.join(waiting)} (run profilesync migrate)")
+
+
+def _judge_trigger(f: Facts, limits: Thresholds) -> Verdict:
+    state = f.trigger_enabled or ""
+    labels = {"D": "disabled", "R": "enabled for replica mode only", "": "missing"}
+    return _verdict(
+        state in ("O", "A"),
+        f"{SIGNUP_TRIGGER} enabled",
+        f"{SIGNUP_TRIGGER} {labels.get(state, state)}: signups are not recorded",
+    )
+
+
+def _judge_objects(f: Facts, limits: Thresholds) -> Verdict:
+    missing = f.missing_objects or []
     if not missing:
-        return Check("objects", "ok", "tables, functions, triggers and grants in place")
+        return "ok", "tables, functions, triggers and grants in place"
     shown = "; ".join(missing[:5]) + (f"; and {len(missing) - 5} more" if len(missing) > 5 else "")
-    return Check("objects", "fail", f"missing: {shown} (run profilesync migrate, or restore them)")
+    return "fail", f"missing: {shown} (run profilesync migrate, or restore them)"
 
 
-def _publishers(f: Facts, limits: Thresholds) -> Check:
+def _judge_listen_url(f: Facts, limits: Thresholds) -> Verdict:
+    return _verdict(
+        not is_transaction_pooler(f.listen_url),
+        f"{redact(f.listen_url)} (direct or session mode)",
+        f"{redact(f.listen_url)} is a transaction pooler: LISTEN needs port 5432 or a session pooler "
+        "(set LISTEN_DATABASE_URL)",
+    )
+
+
+def _judge_redis(f: Facts, limits: Thresholds) -> Verdict:
+    return "ok", "reachable"
+
+
+def _judge_redis_policy(f: Facts, limits: Thresholds) -> Verdict:
+    if f.maxmemory_policy is None:
+        return "warn", "maxmemory-policy unreadable (CONFIG GET refused): make it noeviction"
+    return _verdict(
+        f.maxmemory_policy == "noeviction",
+        "maxmemory-policy noeviction",
+        f"maxmemory-policy {f.maxmemory_policy}: Redis may evict queued jobs (set noeviction)",
+    )
+
+
+def _judge_redis_writes(f: Facts, limits: Thresholds) -> Verdict:
+    refused = f.redis_write_refused
+    if refused is None:
+        return "ok", "accepts writes"
+    if "maxmemory" in refused:
+        fix = "maxmemory reached: raise maxmemory or free memory"
+    else:
+        fix = "point REDIS_URL at a writable primary"
+    return "fail", f"refuses writes ({refused}): no job can be enqueued ({fix})"
+
+
+def _judge_workers(f: Facts, limits: Thresholds) -> Verdict:
+    alive = f.workers or 0
+    return _verdict(
+        alive >= limits.min_workers,
+        f"{alive} alive",
+        f"{alive} alive, expected at least {limits.min_workers} (start profilesync worker)",
+    )
+
+
+def _judge_failed_jobs(f: Facts, limits: Thresholds) -> Verdict:
+    failed = f.failed_jobs or 0
+    return _verdict(
+        failed <= limits.max_failed,
+        f"{failed} failed",
+        f"{failed} failed (see profilesync failed; profilesync replay --all once fixed)",
+    )
+
+
+def _judge_backlog(f: Facts, limits: Thresholds) -> Verdict:
+    waiting = f.pending_events or 0
+    age = f.oldest_event_age or 0.0
+    return _verdict(
+        age <= limits.max_backlog_age,
+        f"{waiting} pending, oldest {age:.1f}s",
+        f"{waiting} pending, oldest {age:.1f}s > {limits.max_backlog_age:g}s (publisher or workers down or "
+        "too few)",
+    )
+
+
+def _judge_failed_events(f: Facts, limits: Thresholds) -> Verdict:
+    failed = f.failed_events or 0
+    return _verdict(
+        failed <= limits.max_failed,
+        f"{failed} failed",
+        f"{failed} signup events failed permanently (once fixed: profilesync replay --all, or "
+        "replay --events if their failed jobs are gone)",
+    )
+
+
+def _judge_users_without_profiles(f: Facts, limits: Thresholds) -> Verdict:
+    without = f.users_without_profiles or 0
+    unrecorded = f.unrecorded_users or 0
+    return _verdict(
+        unrecorded == 0,
+        f"{without} without a profile, all in flight",
+        f"{unrecorded} of {without} users without a profile have no signup event (run profilesync backfill)",
+    )
+
+
+def _judge_publishers(f: Facts, limits: Thresholds) -> Verdict:
     alive = f.live_publishers or 0
     age = f.oldest_unclaimed_age
     if alive < limits.min_publishers:
         if alive == 0:
-            return Check("publishers", "fail", "none alive: signups wait (start profilesync publisher)")
-        return Check("publishers", "fail", f"{alive} alive, expected at least {limits.min_publishers}")
+            return "fail", "none alive: signups wait (start profilesync publisher)"
+        return "fail", f"{alive} alive, expected at least {limits.min_publishers}"
     if alive > 0 and age is not None and age > limits.safety_interval:
-        return Check(
-            "publishers",
+        return (
             "fail",
             f"{alive} alive, but an event waits {age:.1f}s > {limits.safety_interval:g}s to be claimed "
             "(publisher stuck or disconnected: see its log)",
         )
-    return Check("publishers", "ok", f"{alive} alive")
+    return "ok", f"{alive} alive"
 
 
-def _snapshots(f: Facts, limits: Thresholds) -> Check:
+def _judge_snapshots(f: Facts, limits: Thresholds) -> Verdict:
     held = f.oldest_snapshot
     if held is None or held.seconds <= limits.max_snapshot_age:
         age = f", oldest {held.seconds:.0f}s" if held is not None else ""
-        return Check("snapshots", "ok", f"no snapshot older than {limits.max_snapshot_age:g}s{age}")
-    return Check(
-        "snapshots",
+        return "ok", f"no snapshot older than {limits.max_snapshot_age:g}s{age}"
+    return (
         "warn",
         f"pid {held.pid} ({held.application_name or 'no application_name'}, {held.state}) holds a snapshot "
         f"for {held.seconds:.0f}s ({held.xmin_age:,} transactions old): dead outbox rows pile up and polling "
         "slows down until that transaction ends",
     )
+
+
+def _judge_signup_path(f: Facts, limits: Thresholds) -> Verdict:
+    problems = f.signup_path or []
+    return _verdict(
+        not problems,
+        "a test signup was recorded and ensure_profile() created its profile (rolled back)",
+        "; ".join(problems),
+    )
+
+
+def evaluate(facts: Facts, limits: Thresholds, names: Iterable[str] | None = None) -> list[Check]:
+    """The checks `names` (all, in table order, if None) judged from `facts`."""
+    return [_judge(name, facts, limits) for name in selected(names)]
+
+
+def _judge(name: str, f: Facts, limits: Thresholds) -> Check:
+    if name in f.errors:
+        return Check(name, "fail", f.errors[name])
+    server = PROBES[name].server
+    if server is not None and server in f.errors:
+        return Check(name, "fail", f"not checked: {'Redis' if server == 'redis' else server} unreachable")
+    status, detail = PROBES[name].evaluate(f, limits)
+    return Check(name, status, detail)
+
+
+def selected(names: Iterable[str] | None) -> list[str]:
+    wanted = set(DEFAULT_CHECKS if names is None else names)
+    return [name for name in CHECKS if name in wanted]
 
 
 def healthy(checks: list[Check]) -> bool:
@@ -303,7 +417,7 @@ def healthy(checks: list[Check]) -> bool:
 
 def format_table(checks: list[Check]) -> str:
     width = max((len(c.name) for c in checks), default=0)
-    lines = [f"{c.status.upper():<4}  {c.name:<{width}}  {c.detail}" for c in checks]
+    lines = [f"{c.status.upper():<4}  {c.name:<{width}}  {printable(c.detail)}" for c in checks]
     problems = sum(c.status == "fail" for c in checks)
     lines.append("healthy" if problems == 0 else f"{problems} problem(s)")
     return "\n".join(lines)
@@ -316,97 +430,154 @@ def format_json(checks: list[Check]) -> str:
 # -- I/O: read the facts -------------------------------------------------------------------------------------
 
 
-def gather(settings: Settings) -> Facts:
+def gather(settings: Settings, names: Iterable[str] | None = None) -> Facts:
+    """Run the gather of each check in `names` (all if None), and nothing else.
+
+    Bounded by PROFILESYNC_DOCTOR_TIMEOUT: a check that starts after it is not run; a database check's every
+    statement ends by it (server-side, see `Sources.bounded`); Redis answers within min(5 s, what is left).
+    """
     facts = Facts(listen_url=settings.listen_url)
-    _gather_database(settings, facts)
-    _gather_redis(settings, facts)
+    sources = Sources(settings, facts)
+    try:
+        for name in selected(names):
+            _run(name, sources, facts)
+    finally:
+        sources.close()
     return facts
 
 
-def _gather_database(settings: Settings, facts: Facts) -> None:
-    try:
-        conn = db.connect(settings.database_url, autocommit=True, application_name="profilesync-doctor")
-    except psycopg.Error as exc:
-        reason = redact(first_line(exc)).removeprefix("connection failed: ")
-        facts.errors["database"] = f"{redact(settings.database_url)} (DATABASE_URL) unreachable: {reason}"
+def _run(name: str, sources: Sources, facts: Facts) -> None:
+    probe = PROBES[name]
+    if sources.remaining() <= 0:
+        facts.errors[name] = (
+            f"not checked: doctor ran out of time ({sources.settings.doctor_timeout:g}s, "
+            "PROFILESYNC_DOCTOR_TIMEOUT)"
+        )
         return
-    with conn:
-        for name, read in (
-            ("migrations", _read_migrations),
-            ("trigger", _read_trigger),
-            ("objects", _read_objects),
-            ("backlog", _read_backlog),
-            ("users_without_profiles", _read_without_profiles),
-            ("publishers", _read_publishers),
-            ("snapshots", _read_oldest_snapshot),
-        ):
-            try:
-                read(conn, facts)
-            except psycopg.Error as exc:
-                facts.errors[name] = f"cannot read: {explain(exc, settings)}"
-        if "backlog" in facts.errors:
-            facts.errors["failed_events"] = facts.errors["backlog"]
+    if probe.server is not None and not sources.open(probe.server):
+        return
+    try:
+        probe.gather(sources, facts)
+    except psycopg.Error as exc:
+        facts.errors[name] = f"could not read: {_database_error(exc, sources)}"
+        if sources.conn.broken:
+            facts.errors["database"] = facts.errors[name]
+    except redis.RedisError as exc:
+        facts.errors[name] = f"could not read: {first_line(exc)}"
 
 
-def _read_migrations(conn: psycopg.Connection[Any], facts: Facts) -> None:
-    facts.pending_migrations = [m.name for m in pending(conn)]
+def _database_error(exc: psycopg.Error, sources: Sources) -> str:
+    if isinstance(exc, pg_errors.LockNotAvailable):
+        return "lock timeout (another session holds a conflicting lock, e.g. VACUUM FULL or LOCK TABLE)"
+    if isinstance(exc, pg_errors.QueryCanceled):
+        return "statement timeout (doctor's time is up)"
+    return explain(exc, sources.settings) or first_line(exc)
 
 
-def _read_trigger(conn: psycopg.Connection[Any], facts: Facts) -> None:
-    row = conn.execute(_TRIGGER, (SIGNUP_TRIGGER,)).fetchone()
+def _read_nothing(sources: Sources, facts: Facts) -> None:
+    """Reaching the server is the whole check."""
+
+
+def _read_migrations(sources: Sources, facts: Facts) -> None:
+    with sources.bounded() as conn:
+        facts.pending_migrations = [m.name for m in pending(conn)]
+
+
+def _read_trigger(sources: Sources, facts: Facts) -> None:
+    with sources.bounded() as conn:
+        row = conn.execute(_TRIGGER, (SIGNUP_TRIGGER,)).fetchone()
     facts.trigger_enabled = row[0] if row else ""
 
 
-def _read_objects(conn: psycopg.Connection[Any], facts: Facts) -> None:
-    facts.missing_objects = objects.missing(conn)
+def _read_objects(sources: Sources, facts: Facts) -> None:
+    with sources.bounded() as conn:
+        facts.missing_objects = objects.missing(conn)
 
 
-def _read_backlog(conn: psycopg.Connection[Any], facts: Facts) -> None:
-    row = conn.execute(_BACKLOG).fetchone()
+def _read_backlog(sources: Sources, facts: Facts) -> None:
+    with sources.bounded() as conn:
+        row = conn.execute(_BACKLOG).fetchone()
     assert row is not None
     facts.pending_events = int(row[0])
     facts.oldest_event_age = row[1]
-    facts.failed_events = int(row[2])
 
 
-def _read_without_profiles(conn: psycopg.Connection[Any], facts: Facts) -> None:
-    row = conn.execute(_WITHOUT_PROFILES).fetchone()
+def _read_failed_events(sources: Sources, facts: Facts) -> None:
+    with sources.bounded() as conn:
+        row = conn.execute(_FAILED_EVENTS).fetchone()
+    assert row is not None
+    facts.failed_events = int(row[0])
+
+
+def _read_without_profiles(sources: Sources, facts: Facts) -> None:
+    with sources.bounded() as conn:
+        row = conn.execute(_WITHOUT_PROFILES).fetchone()
     assert row is not None
     facts.users_without_profiles = int(row[0])
     facts.unrecorded_users = int(row[1])
 
 
-def _read_publishers(conn: psycopg.Connection[Any], facts: Facts) -> None:
-    row = conn.execute(_PUBLISHERS).fetchone()
+def _read_publishers(sources: Sources, facts: Facts) -> None:
+    with sources.bounded() as conn:
+        row = conn.execute(_PUBLISHERS).fetchone()
     assert row is not None
     facts.live_publishers = int(row[0])
     facts.oldest_unclaimed_age = row[1]
 
 
-def _read_oldest_snapshot(conn: psycopg.Connection[Any], facts: Facts) -> None:
-    row = conn.execute(_OLDEST_SNAPSHOT).fetchone()
+def _read_oldest_snapshot(sources: Sources, facts: Facts) -> None:
+    with sources.bounded() as conn:
+        row = conn.execute(_OLDEST_SNAPSHOT).fetchone()
     if row is not None and row[3] is not None:
         facts.oldest_snapshot = Snapshot(int(row[0]), row[1] or "", row[2] or "", float(row[3]), int(row[4]))
 
 
-def _gather_redis(settings: Settings, facts: Facts) -> None:
-    client = connect_redis(settings.redis_url)
+def _read_redis_policy(sources: Sources, facts: Facts) -> None:
     try:
-        client.ping()
-    except redis.RedisError as exc:
-        facts.errors["redis"] = f"{redact(settings.redis_url)} (REDIS_URL) unreachable: {first_line(exc)}"
-        client.close()
-        return
+        facts.maxmemory_policy = sources.client.config_get("maxmemory-policy").get("maxmemory-policy")
+    except redis.ResponseError:  # CONFIG is often disabled on managed Redis
+        facts.maxmemory_policy = None
+
+
+def _read_redis_writes(sources: Sources, facts: Facts) -> None:
     try:
-        try:
-            policy = client.config_get("maxmemory-policy")
-            facts.maxmemory_policy = policy.get("maxmemory-policy")
-        except redis.ResponseError:
-            facts.maxmemory_policy = None
-        queue = profiles_queue(client, settings.queue)
-        facts.workers = len(Worker.all(queue=queue))
-        facts.failed_jobs = FailedJobRegistry(queue=queue).count
-    except redis.RedisError as exc:
-        facts.errors["workers"] = facts.errors["failed_jobs"] = f"cannot read: {first_line(exc)}"
-    finally:
-        client.close()
+        sources.client.set(WRITE_PROBE_KEY, "1", ex=10)
+    except redis.ResponseError as exc:  # OOM (maxmemory under noeviction), READONLY replica, MISCONF
+        facts.redis_write_refused = first_line(exc)
+
+
+def _read_workers(sources: Sources, facts: Facts) -> None:
+    facts.workers = len(Worker.all(queue=profiles_queue(sources.client, sources.settings.queue)))
+
+
+def _read_failed_jobs(sources: Sources, facts: Facts) -> None:
+    queue = profiles_queue(sources.client, sources.settings.queue)
+    facts.failed_jobs = FailedJobRegistry(queue=queue).count
+
+
+def _read_signup_path(sources: Sources, facts: Facts) -> None:
+    with sources.bounded() as conn:
+        facts.signup_path = probe.signup_path(conn)
+
+
+PROBES: dict[str, Probe] = {
+    "database": Probe("database", _read_nothing, _judge_database),
+    "migrations": Probe("database", _read_migrations, _judge_migrations),
+    "trigger": Probe("database", _read_trigger, _judge_trigger),
+    "objects": Probe("database", _read_objects, _judge_objects),
+    "listen_url": Probe(None, _read_nothing, _judge_listen_url),
+    "redis": Probe("redis", _read_nothing, _judge_redis),
+    "redis_policy": Probe("redis", _read_redis_policy, _judge_redis_policy),
+    "redis_writes": Probe("redis", _read_redis_writes, _judge_redis_writes),
+    "workers": Probe("redis", _read_workers, _judge_workers),
+    "failed_jobs": Probe("redis", _read_failed_jobs, _judge_failed_jobs),
+    "backlog": Probe("database", _read_backlog, _judge_backlog),
+    "failed_events": Probe("database", _read_failed_events, _judge_failed_events),
+    "users_without_profiles": Probe("database", _read_without_profiles, _judge_users_without_profiles),
+    "publishers": Probe("database", _read_publishers, _judge_publishers),
+    "snapshots": Probe("database", _read_oldest_snapshot, _judge_snapshots),
+    "signup_path": Probe("database", _read_signup_path, _judge_signup_path),
+}
+CHECKS = tuple(PROBES)
+# A test signup writes (always rolled back): only on request, `doctor --probe` or `--only signup_path`.
+DEFAULT_CHECKS = tuple(name for name in CHECKS if name != "signup_path")

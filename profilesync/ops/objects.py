@@ -33,6 +33,7 @@ FUNCTIONS = (
     "profile_sync.unwatch_profiles(bigint[])",
     "profile_sync.forget_dead_profile_waiters()",
     "profile_sync.record_unrecorded_users(uuid, integer)",
+    "profile_sync.profile_gap()",
     "profile_sync.check_profile_update()",
     "profile_sync.ensure_conversation_profile()",
     "public.ensure_profile()",
@@ -67,6 +68,7 @@ GRANTS = (
     (PUBLISHER, "table", "profile_sync.publishers", "DELETE"),
     (PUBLISHER, "function", "profile_sync.announce_publisher(integer, boolean)", "EXECUTE"),
     (PUBLISHER, "function", "profile_sync.record_unrecorded_users(uuid, integer)", "EXECUTE"),
+    (PUBLISHER, "function", "profile_sync.profile_gap()", "EXECUTE"),
 )
 # Supabase's API roles must not execute anything of ours.
 API_ROLES = ("anon", "authenticated")

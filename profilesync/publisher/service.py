@@ -326,5 +326,6 @@ class Publisher:
         assert row is not None
         self._swept_up_to, recorded = row[0], int(row[1])
         if recorded:
+            metrics.SWEEPER_RECORDED.inc(recorded)
             log.warning("unrecorded users swept into the outbox", users=recorded)
         return recorded

@@ -175,7 +175,12 @@ def run(settings: Settings, *, burst: bool = False, name: str | None = None) -> 
         runtime.close()
 
 
-WORKER_METRICS = [metrics.PROFILES_CREATED, metrics.JOBS_FAILED, metrics.SIGNUP_TO_PROFILE]
+WORKER_METRICS = [
+    metrics.PROFILES_CREATED,
+    metrics.JOBS_FAILED,
+    metrics.SIGNUP_TO_PROFILE,
+    metrics.DROPPED_VALUES,
+]
 
 
 def run_pool(settings: Settings, processes: int, *, burst: bool = False) -> None:

@@ -10,7 +10,10 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
+
+from profilesync.devkit.demo import NEXT_STEPS
 
 DEMO = [sys.executable, "-m", "profilesync.cli", "demo"]
 
@@ -50,6 +53,9 @@ def test_demo_runs_end_to_end_and_passes() -> None:
     assert re.search(r"conversations +200\n", out)
     assert re.search(r"chat failures +0\n", out)
     assert re.search(r"signups 200/200  profiles 200 ", out)  # the final progress line
+    assert out.endswith(NEXT_STEPS)
+    logdir = re.search(r"process logs in (\S+) \(kept if the demo fails\)", out)
+    assert logdir is not None and not Path(logdir.group(1)).exists()
     assert elapsed < 60
     servers = re.search(r"PostgreSQL (\S+), Redis (\S+):", out)
     assert servers is not None

@@ -7,6 +7,8 @@ import json
 import os
 import subprocess
 import sys
+import time
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -90,3 +92,67 @@ def test_failed_lists_jobs_with_users_reason_and_times_then_replay_fixes_them(
     assert count(conn, "SELECT count(*) FROM public.user_profiles WHERE id = %s", (user_id,)) == 1
     report = _failed(capsys)
     assert [job["job_id"] for job in report["jobs"]] == [bad.id] and report["events"] == []
+
+
+def _hostile_job(redis_conn: redis.Redis, job_id: str, fields: dict[str, str | bytes]) -> None:
+    """A job hash written straight into Redis (as anyone with access to it could) and listed as failed."""
+    redis_conn.hset(f"rq:job:{job_id}", mapping=fields)  # type: ignore[arg-type]
+    redis_conn.zadd("rq:failed:profiles", {job_id: time.time() + 3600})
+
+
+def test_failed_escapes_terminal_sequences_and_lists_malformed_jobs_as_unreadable(
+    settings: Settings,
+    conn: psycopg.Connection[Any],
+    redis_conn: redis.Redis,
+    env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    bad = profiles_queue(redis_conn).enqueue(CREATE_PROFILES, args=(["not-a-uuid"],))
+    run_worker_burst(settings)  # one genuine failed job among the hostile ones
+    call = '["profilesync.worker.jobs.create_profiles", null, %s, {}]'
+    hostile = {
+        "\x1b[2Jwiped": {"data": call % '[["u"]]', "status": "failed"},  # an id that clears the screen
+        "hostile-content": {  # users set the title, reorder the line, crash a plain print
+            "data": call % '[["\\u001b]0;pwned\\u0007", "\\u202eevil", "\\ud800", "a\\u2028b"]]',
+            "status": "failed",
+            "exc_info": "Traceback\nValueError: \x1b[31mred\x1b[0m \x9b6n\u200fend",
+        },
+        "args-not-a-list": {"data": call % '{"users": 1}', "status": "failed", "exc_info": "X: y"},
+        "args-a-string": {"data": call % '"abc"', "status": "failed"},
+        "not-json": {"data": "\x1b[5m{garbage", "status": "failed"},
+        "no-data": {"status": "failed", "exc_info": "\x1b[8m"},
+        "bad-date": {"data": call % '[["u"]]', "status": "failed", "ended_at": "\x1b[1mtomorrow"},
+    }
+    for job_id, fields in hostile.items():
+        _hostile_job(redis_conn, job_id, fields)
+    conn.execute(
+        "INSERT INTO profile_sync.signup_events (user_id, failed_at, job_id) VALUES (%s, now(), %s)",
+        (uuid.uuid4(), "\x1b]52;c;cGF5bG9hZA==\x07"),
+    )
+
+    capsys.readouterr()
+    assert cli.main(["failed"]) == 0
+    table = capsys.readouterr().out
+
+    assert not any(0x7F <= ord(c) <= 0x9F or (ord(c) < 0x20 and c != "\n") for c in table)
+    assert not set(table) & {"\u202e", "\u2028", "\ud800"}
+    lines = table.splitlines()
+    assert lines[0] == "8 failed job(s)"
+    assert "  \\x1b[2Jwiped  unreadable job (ValueError: Job ID must only contain" in table
+    assert "  hostile-content  first " in table
+    assert "users \\x1b]0;pwned\\x07, \\u202eevil, \\ud800 (+1)" in table
+    assert "    ValueError: \\x1b[31mred\\x1b[0m \\x9b6n\\u200fend" in table
+    for job_id in ("args-not-a-list", "args-a-string", "not-json", "no-data", "bad-date"):
+        [line] = [line for line in lines if job_id in line]  # one line each
+        assert line.startswith(f"  {job_id}  unreadable job ("), line
+    assert "arguments are not one list of user ids" in next(
+        line for line in lines if "args-not-a-list" in line
+    )
+    assert f"  {bad.id}  first " in table  # the genuine one is listed as before
+    assert "job \\x1b]52;c;cGF5bG9hZA==\\x07" in table
+
+    assert cli.main(["failed", "--json"]) == 0
+    raw = capsys.readouterr().out  # JSON escapes every control character itself and keeps the values exact
+    assert raw.isascii() and "\x1b" not in raw
+    report = json.loads(raw[raw.index('{\n  "jobs"') :])
+    assert {job["job_id"] for job in report["jobs"]} == {bad.id, *hostile}

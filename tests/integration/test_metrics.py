@@ -12,7 +12,7 @@ import psycopg
 from profilesync.config import Settings
 from profilesync.devkit.children import Children
 from profilesync.devkit.embedded import free_port
-from profilesync.publisher.gauges import STATEMENT_TIMEOUT_MS, OutboxGauges
+from profilesync.publisher.gauges import OUTBOX, PROFILE_GAP, DatabaseGauges
 from tests.harness import bulk_signup, count, process_env, signup, wait_for
 from tests.scrape import get, sample
 
@@ -83,10 +83,10 @@ def test_outbox_gauges_query_the_database_at_most_once_per_cache_interval(
     conn: psycopg.Connection[Any], database_url: str
 ) -> None:
     bulk_signup(conn, 3)
-    gauges = OutboxGauges(database_url)
+    gauges = DatabaseGauges(database_url, (OUTBOX,))
     reads: list[object] = []
     read = gauges._read
-    gauges._read = lambda: reads.append(None) or read()
+    gauges._read = lambda query: reads.append(query) or read(query)
     try:
         scrapes = [{m.name: m.samples[0].value for m in gauges.collect()} for _ in range(50)]
     finally:
@@ -98,12 +98,30 @@ def test_outbox_gauges_query_the_database_at_most_once_per_cache_interval(
 def test_outbox_gauges_give_up_at_their_statement_timeout(
     conn: psycopg.Connection[Any], database_url: str
 ) -> None:
-    gauges = OutboxGauges(database_url)
+    gauges = DatabaseGauges(database_url, (OUTBOX,))
     try:
         with conn.transaction():
             conn.execute("LOCK TABLE profile_sync.signup_events IN ACCESS EXCLUSIVE MODE")
             started = time.monotonic()
             assert list(gauges.collect()) == []  # left out of the scrape, not waited for
-            assert time.monotonic() - started < STATEMENT_TIMEOUT_MS / 1000 + 8
+            assert time.monotonic() - started < OUTBOX.timeout_ms / 1000 + 8
     finally:
         gauges.close()
+
+
+def test_users_without_a_profile_are_counted_and_those_without_an_event_too(
+    conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    bulk_signup(conn, 3)  # no worker runs: three users in flight
+    conn.execute(
+        "DELETE FROM profile_sync.signup_events WHERE user_id IN (SELECT id FROM auth.users LIMIT 2)"
+    )  # two of them as if their trigger had been missing
+
+    def scrape() -> dict[str, float]:
+        gauges = DatabaseGauges(database_url, (PROFILE_GAP,))
+        try:
+            return {m.name: m.samples[0].value for m in gauges.collect()}
+        finally:
+            gauges.close()
+
+    assert scrape() == {"profilesync_users_without_profile": 3, "profilesync_users_unrecorded": 2}

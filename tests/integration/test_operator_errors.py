@@ -246,6 +246,7 @@ def test_publisher_refuses_a_pooler_database_url_in_key_value_form(redis_url: st
     dsn = f"host=127.0.0.1 port=6543 user=app password='{SECRET}' dbname=postgres"
     outcome = _run_process(["publisher"], {"DATABASE_URL": dsn, "REDIS_URL": redis_url})
     assert_one_line_error(outcome, "cannot LISTEN through a transaction pooler")
+    assert outcome.code == 2  # a setting that cannot work, as an invalid one
     assert "password=***" in outcome.err and "LISTEN_DATABASE_URL" in outcome.err
 
 

@@ -25,7 +25,7 @@ from profilesync.config import DEFAULT_QUEUE, Settings
 from profilesync.devkit.children import Children
 from profilesync.devkit.signups import KINDS
 from profilesync.migrate import migrate
-from profilesync.publisher.gauges import OutboxGauges
+from profilesync.publisher.gauges import DatabaseGauges
 from profilesync.queueing import CREATE_PROFILES, profiles_queue
 from tests.harness import act_as, count, run_worker_burst, running_publisher, signup, wait_for
 from tests.servers import OWNER, DatabaseFactory, as_role, create_owned_database
@@ -74,7 +74,8 @@ def test_publisher_and_worker_work_as_their_roles(
 
         assert count(admin, PROFILES, (users,)) == len(KINDS)
         assert count(admin, PROFILES, ([mallory],)) == 0
-        gauges = OutboxGauges(as_role(url, PUBLISHER))  # the publisher's /metrics reads the outbox as itself
+        # the publisher's /metrics reads the outbox and the users without a profile as itself
+        gauges = DatabaseGauges(as_role(url, PUBLISHER))
         assert {m.name: m.samples[0].value for m in gauges.collect()}["profilesync_failed_events"] == 1
         gauges.close()
         # the worker marked the failure (its UPDATE grant) and retired the others' events (via the function)
@@ -127,6 +128,7 @@ _EXPECTED_GRANTS = {
         (_EVENTS, "enqueued_at", "UPDATE"),
         (_EVENTS, "job_id", "UPDATE"),
         ("profile_sync.record_unrecorded_users(uuid,integer)", None, "EXECUTE"),  # the sweeper
+        ("profile_sync.profile_gap()", None, "EXECUTE"),  # /metrics: users without a profile
     },
     WORKER: {
         ("profile_sync", None, "USAGE"),

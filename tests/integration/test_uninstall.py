@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -140,3 +145,91 @@ def test_drop_tables_removes_the_application_tables_too(cluster: EmbeddedPostgre
         tables = "SELECT count(*) FROM pg_class WHERE relname IN ('user_profiles', 'chat_conversations')"
         assert count(conn, tables) == 0
         assert auth_admin_signup(url)[1] == []
+
+
+class AuthTraffic(threading.Thread):
+    """Supabase's auth server at work: a signup then a sign-in (last_sign_in_at), over and over, each in its
+    own transaction as supabase_auth_admin; the longest either took."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url, self.stop, self.done, self.longest = as_role(url, "postgres"), threading.Event(), 0, 0.0
+
+    def run(self) -> None:
+        with psycopg.connect(self.url, autocommit=True, options="-c statement_timeout=30000") as conn:
+            while not self.stop.is_set():
+                user_id = uuid.uuid4()
+                for statement, params in (
+                    ("INSERT INTO users (id, email) VALUES (%s, %s)", (user_id, f"{user_id}@x.example")),
+                    ("UPDATE users SET last_sign_in_at = now() WHERE id = %s", (user_id,)),
+                ):
+                    started = time.monotonic()
+                    with conn.transaction():
+                        conn.execute("SET LOCAL ROLE supabase_auth_admin")
+                        conn.execute("SET LOCAL search_path = auth")
+                        conn.execute(statement, params)
+                    self.longest = max(self.longest, time.monotonic() - started)
+                self.done += 1
+                time.sleep(0.02)
+
+
+@pytest.mark.parametrize("held", ["public.user_profiles", "auth.users"])
+def test_uninstall_behind_an_open_transaction_changes_nothing_names_it_and_never_stalls_signups(
+    cluster: EmbeddedPostgres, held: str
+) -> None:
+    url, lock_timeout = installed(cluster), 1.0
+    env = {**os.environ, "DATABASE_URL": url, "PROFILESYNC_LOCK_TIMEOUT": str(lock_timeout)}
+    traffic = AuthTraffic(url)
+    with psycopg.connect(url, application_name="monthly-report") as report:
+        report.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.SQL(held)))  # then idle in transaction
+        traffic.start()
+        started = time.monotonic()
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "profilesync.cli", "uninstall"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        finally:
+            elapsed = time.monotonic() - started
+            report.rollback()
+            traffic.stop.set()
+            traffic.join(timeout=60)
+        pid = report.info.backend_pid
+    print(
+        f"uninstall behind a reader of {held}: exit {done.returncode} after {elapsed:.1f}s; "
+        f"{traffic.done} signups + sign-ins meanwhile, the longest statement {traffic.longest * 1000:.0f} ms"
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout == "" and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith(
+        "profilesync: uninstall changed nothing: it could not take its locks in time: "
+        f"{held} is held by pid {pid} (application 'monthly-report', idle in transaction since "
+    )
+    assert "through 3 attempts, each waiting 1s for a lock" in done.stderr
+    assert elapsed < 3 * lock_timeout + 1.5 + 10  # the attempts, their pauses, starting Python on a busy box
+    assert traffic.done >= 3 and traffic.longest < lock_timeout + 2.0  # queued behind it for one wait at most
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert objects.missing(conn) == []  # nothing dropped
+        assert count(conn, ROLES) == 2
+
+
+def test_a_role_that_does_not_own_auth_users_changes_nothing_and_is_told_what_it_needs(
+    cluster: EmbeddedPostgres, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = installed(cluster)
+    with psycopg.connect(as_role(url, "postgres"), autocommit=True) as admin:
+        admin.execute("ALTER TABLE auth.users OWNER TO supabase_auth_admin")  # as on hosted Supabase
+    monkeypatch.setattr(logs, "configure", lambda *args, **kwargs: None)
+    monkeypatch.setenv("DATABASE_URL", url)
+    assert cli.main(["uninstall"]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        "profilesync: uninstall changed nothing: this role may not drop the signup trigger on auth.users "
+        "(SQLSTATE 42501): run it as the owner of auth.users, or on Supabase as postgres where supautils "
+        "lets it drop triggers on auth tables (setting supautils.drop_trigger_grants)\n"
+    )
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert objects.missing(conn) == [] and count(conn, ROLES) == 2

@@ -8,7 +8,7 @@ import pytest
 
 from profilesync.config import Settings
 from profilesync.ops.doctor import (
-    CHECKS,
+    DEFAULT_CHECKS,
     Check,
     Facts,
     Snapshot,
@@ -16,6 +16,7 @@ from profilesync.ops.doctor import (
     evaluate,
     format_json,
     format_table,
+    gather,
     healthy,
 )
 
@@ -51,7 +52,7 @@ def by_name(checks: list[Check]) -> dict[str, Check]:
 
 def test_a_healthy_system_passes_every_check() -> None:
     checks = evaluate(healthy_facts(), LIMITS)
-    assert [c.name for c in checks] == list(CHECKS)
+    assert [c.name for c in checks] == list(DEFAULT_CHECKS)
     assert {c.status for c in checks} == {"ok"}
     assert healthy(checks)
     assert by_name(checks)["backlog"].detail == "3 pending, oldest 0.4s"
@@ -100,8 +101,19 @@ def test_a_healthy_system_passes_every_check() -> None:
             "redis_policy",
             "maxmemory-policy allkeys-lru: Redis may evict",
         ),
+        (
+            {"redis_write_refused": "command not allowed when used memory > 'maxmemory'."},
+            "redis_writes",
+            "refuses writes (command not allowed when used memory > 'maxmemory'.): no job can be enqueued "
+            "(maxmemory reached: raise maxmemory or free memory)",
+        ),
+        (
+            {"redis_write_refused": "You can't write against a read only replica."},
+            "redis_writes",
+            "(point REDIS_URL at a writable primary)",
+        ),
         ({"workers": 0}, "workers", "0 alive, expected at least 1"),
-        ({"failed_jobs": 2}, "failed_jobs", "2 failed (inspect with rq info"),
+        ({"failed_jobs": 2}, "failed_jobs", "2 failed (see profilesync failed"),
         ({"oldest_event_age": 61.0}, "backlog", "3 pending, oldest 61.0s > 60s"),
         ({"failed_events": 1}, "failed_events", "1 signup events failed permanently"),
         (
@@ -176,14 +188,14 @@ def test_unreachable_servers_fail_their_checks_and_the_checks_that_depend_on_the
         "snapshots",
     ):
         assert checks[name].detail == "not checked: database unreachable"
-    for name in ("redis_policy", "workers", "failed_jobs"):
+    for name in ("redis_policy", "redis_writes", "workers", "failed_jobs"):
         assert checks[name].detail == "not checked: Redis unreachable"
     assert checks["listen_url"].status == "ok"  # judged from the URL alone
 
 
 def test_a_fact_that_could_not_be_read_fails_its_check() -> None:
     facts = healthy_facts()
-    facts.errors["backlog"] = 'cannot read: relation "profile_sync.signup_events" does not exist'
+    facts.errors["backlog"] = 'could not read: relation "profile_sync.signup_events" does not exist'
     checks = by_name(evaluate(facts, LIMITS))
     assert checks["backlog"].status == "fail" and "does not exist" in checks["backlog"].detail
 
@@ -197,7 +209,7 @@ def test_table_and_json_output() -> None:
     data = json.loads(format_json(checks))
     assert data["healthy"] is False
     assert data["checks"][0] == {"name": "database", "status": "ok", "detail": "reachable"}
-    assert len(data["checks"]) == len(CHECKS)
+    assert len(data["checks"]) == len(DEFAULT_CHECKS)
 
 
 def test_publishers_may_be_optional() -> None:
@@ -206,3 +218,17 @@ def test_publishers_may_be_optional() -> None:
     assert checks["publishers"] == Check("publishers", "ok", "0 alive")
     two = by_name(evaluate(healthy_facts(), Thresholds(min_publishers=2)))["publishers"]
     assert two == Check("publishers", "fail", "1 alive, expected at least 2")
+
+
+def test_only_the_selected_checks_are_gathered_and_shown() -> None:
+    nowhere = Settings(
+        database_url="postgresql://u@127.0.0.1:9/none", redis_url="redis://127.0.0.1:9/0", doctor_timeout=1
+    )
+    facts = gather(nowhere, ["listen_url"])  # judged from the URL alone: no server is contacted
+    assert facts.errors == {}
+    checks = evaluate(facts, LIMITS, ["listen_url"])
+    assert [c.name for c in checks] == ["listen_url"] and healthy(checks)
+    assert [c.name for c in evaluate(healthy_facts(), LIMITS, {"workers", "database"})] == [
+        "database",
+        "workers",
+    ]

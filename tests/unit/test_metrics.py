@@ -13,7 +13,7 @@ from profilesync import metrics
 from profilesync.config import Settings
 from profilesync.devkit.embedded import free_port
 from profilesync.errors import ConfigError
-from profilesync.publisher.gauges import OutboxGauges
+from profilesync.publisher.gauges import DatabaseGauges
 from profilesync.publisher.service import Publisher
 from tests.scrape import get, sample
 
@@ -79,7 +79,7 @@ def test_container_healthcheck_exits_by_the_answer_of_healthz(
 
 
 def test_outbox_gauges_are_left_out_while_the_database_does_not_answer() -> None:
-    gauges = OutboxGauges(f"postgresql://postgres@127.0.0.1:{free_port()}/postgres")
+    gauges = DatabaseGauges(f"postgresql://postgres@127.0.0.1:{free_port()}/postgres")
     assert list(gauges.collect()) == []
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from importlib.metadata import version
 
 import fakeredis
 import pytest
@@ -184,6 +185,13 @@ def test_cli_rejects_bad_arguments(argv: list[str], capsys: pytest.CaptureFixtur
         cli.build_parser().parse_args(argv)
     assert exc.value.code == 2
     capsys.readouterr()
+
+
+def test_cli_prints_the_installed_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.build_parser().parse_args(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out == f"profilesync {version('profilesync')}\n"
 
 
 def test_doctor_only_takes_check_names() -> None:

@@ -104,6 +104,25 @@ def test_dashboard_uses_the_json_serializer_and_known_flags(services: dict[str, 
     assert dashboard["command"][dashboard["command"].index("--redis-url") + 1].startswith("redis://redis:")
 
 
+def test_prometheus_loads_the_shipped_rules_and_scrapes_both_roles(services: dict[str, Any]) -> None:
+    prometheus = services["prometheus"]
+    assert prometheus["profiles"] == ["monitoring"]  # opt-in: `docker compose --profile monitoring up`
+    assert "./deploy/prometheus:/etc/prometheus:ro" in prometheus["volumes"]
+    assert prometheus["command"] == ["--config.file=/etc/prometheus/prometheus.yml"]
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    assert config["rule_files"] == ["profilesync.rules.yml"]  # beside the config in the mounted folder
+    targets = {
+        job["job_name"]: (sd["names"], sd["port"])
+        for job in config["scrape_configs"]
+        for sd in job["dns_sd_configs"]
+    }
+    port = int(services["publisher"]["environment"]["PROFILESYNC_METRICS_PORT"])
+    assert targets == {
+        "profilesync-publisher": (["publisher"], port),
+        "profilesync-worker": (["worker"], port),
+    }
+
+
 def test_dockerfile_builds_from_the_source_tree() -> None:
     text = (ROOT / "Dockerfile").read_text()
     stages = re.findall(r"^FROM (\S+) AS (\S+)$", text, re.MULTILINE)
