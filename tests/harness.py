@@ -19,6 +19,9 @@ from profilesync.devkit.postgrest import act_as as act_as
 from profilesync.devkit.postgrest import jwt_claims as jwt_claims
 from profilesync.devkit.signups import auth_server as auth_server
 from profilesync.devkit.signups import gotrue_signup as devkit_gotrue_signup
+from profilesync.devkit.signups import gotrue_soft_delete as gotrue_soft_delete
+from profilesync.devkit.signups import gotrue_soft_delete_rest as gotrue_soft_delete_rest
+from profilesync.devkit.signups import gotrue_soft_delete_user as gotrue_soft_delete_user
 from profilesync.devkit.signups import gotrue_update as gotrue_update
 from profilesync.devkit.signups import insert_signup, make_signup
 from profilesync.publisher.service import Publisher

@@ -16,7 +16,7 @@ from bench.chaos import schedule
 from bench.chaos.schedule import Param
 from bench.chaos.stage import Stage
 from profilesync.devkit.postgrest import ensure_profile
-from profilesync.devkit.signups import gotrue_signup, make_signup, soft_delete
+from profilesync.devkit.signups import gotrue_signup, gotrue_soft_delete, make_signup
 
 RACE_TIMEOUT = 30.0  # the race's actors end at the latest this long after their last user
 
@@ -77,7 +77,7 @@ def _deleter(
                     return  # the signer is gone
             while pending and pending[0][0] <= time.monotonic():
                 user_id = heapq.heappop(pending)[1]
-                soft_delete(conn, user_id)
+                gotrue_soft_delete(conn, user_id)
                 deleted.append(user_id)
 
 

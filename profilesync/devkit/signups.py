@@ -173,30 +173,46 @@ def gotrue_signup(conn: psycopg.Connection[Any], s: Signup) -> None:
             gotrue_update(conn, s.id, raw_user_meta_data={**s.user_meta, **identity})
 
 
-def _obfuscated(user_id: uuid.UUID, what: str) -> str:
-    """What GoTrue puts in place of a deleted user's email or phone: a hash, distinct per user (both columns
-    are unique)."""
-    digest = hashlib.sha256(f"{user_id}{what}".encode()).digest()
+def obfuscated(user_id: uuid.UUID, value: str) -> str:
+    """GoTrue's obfuscateValue: the unpadded base64url SHA-256 of the user id followed by the value."""
+    digest = hashlib.sha256(f"{user_id}{value}".encode()).digest()
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
-def soft_delete(conn: psycopg.Connection[Any], user_id: uuid.UUID) -> None:
-    """GoTrue's SoftDeleteUser: email/phone obfuscated, deleted_at set, then both metadata columns emptied."""
+def gotrue_soft_delete_user(conn: psycopg.Connection[Any], user_id: uuid.UUID) -> None:
+    """The first UPDATE of GoTrue's SoftDeleteUser, inside an auth_server transaction: email and phone
+    obfuscated (the phone, unique in auth.users, cut to 15 characters), secrets cleared, deleted_at set."""
+    row = conn.execute(
+        "SELECT coalesce(email, ''), coalesce(phone, ''), coalesce(email_change, ''),"
+        " coalesce(phone_change, '') FROM users WHERE id = %s",
+        (user_id,),
+    ).fetchone()
+    email, phone, email_change, phone_change = row or ("", "", "", "")
+    gotrue_update(
+        conn,
+        user_id,
+        email=obfuscated(user_id, email),
+        phone=obfuscated(user_id, phone)[:15],
+        encrypted_password=None,
+        email_change=obfuscated(user_id, email_change),
+        phone_change=obfuscated(user_id, phone_change)[:15],
+        confirmation_token="",
+        recovery_token="",
+        email_change_token_current="",
+        email_change_token_new="",
+        phone_change_token="",
+        deleted_at="now",
+    )
+
+
+def gotrue_soft_delete_rest(conn: psycopg.Connection[Any], user_id: uuid.UUID) -> None:
+    """The rest of SoftDeleteUser's transaction: both metadata columns emptied."""
+    gotrue_update(conn, user_id, raw_user_meta_data={})
+    gotrue_update(conn, user_id, raw_app_meta_data={})
+
+
+def gotrue_soft_delete(conn: psycopg.Connection[Any], user_id: uuid.UUID) -> None:
+    """`auth.admin.deleteUser(id, true)`: GoTrue's SoftDeleteUser in one transaction."""
     with auth_server(conn):
-        gotrue_update(
-            conn,
-            user_id,
-            email=_obfuscated(user_id, "email"),
-            phone=_obfuscated(user_id, "phone")[:15],
-            encrypted_password=None,
-            email_change="",
-            phone_change="",
-            confirmation_token="",
-            recovery_token="",
-            email_change_token_current="",
-            email_change_token_new="",
-            phone_change_token="",
-            deleted_at="now",
-        )
-        gotrue_update(conn, user_id, raw_user_meta_data={})
-        gotrue_update(conn, user_id, raw_app_meta_data={})
+        gotrue_soft_delete_user(conn, user_id)
+        gotrue_soft_delete_rest(conn, user_id)

@@ -19,13 +19,13 @@ from rq.registry import FailedJobRegistry
 
 from profilesync.config import Settings
 from profilesync.devkit.children import Children
-from profilesync.devkit.signups import soft_delete
 from profilesync.queueing import profiles_queue
 from tests.harness import (
     auth_server,
     count,
     drain_once,
     gotrue_signup,
+    gotrue_soft_delete,
     gotrue_update,
     run_worker_burst,
     wait_for,
@@ -233,7 +233,7 @@ def test_soft_delete_scrubs_the_profile_and_hard_delete_cascades(conn: Conn) -> 
     user, other = gotrue_signup(conn, "google"), gotrue_signup(conn, "sso")
     sync(conn, [user, other])
     conn.execute("INSERT INTO public.chat_conversations (user_id, title) VALUES (%s, 'kept')", (user,))
-    soft_delete(conn, user)
+    gotrue_soft_delete(conn, user)
     assert count(conn, EVENTS) == 1
     assert sync(conn, [user]) == (0, 0, 1, 1)  # scrubbed; no live user
     assert profile(conn, user) == (None, None, None)
@@ -315,7 +315,7 @@ def test_each_lifecycle_step_reaches_the_profile_within_a_second(conn: Conn, pip
     confirm_email_change(conn, ada, "ada@lovelace.org")
     seconds["email change"] = reaches(conn, ada, ("ada@lovelace.org", "Ada Lovelace", AVATAR))
 
-    soft_delete(conn, ada)
+    gotrue_soft_delete(conn, ada)
     seconds["soft delete"] = reaches(conn, ada, (None, None, None))
 
     assert max(seconds.values()) < 1.0, seconds
