@@ -127,7 +127,10 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
     with db.connect(settings.database_url, autocommit=True, application_name="profilesync-backfill") as conn:
         require_schema(conn)
         if args.dry_run:
-            print(f"dry run: {backfill.count_candidates(conn):,} user(s) without a profile would be recorded")
+            print(
+                f"dry run: {backfill.count_candidates(conn):,} user(s) would be recorded (without a profile, "
+                "or soft-deleted with personal data left in the profile)"
+            )
         else:
             total = backfill.count_users(conn)
             line = StatusLine(sys.stderr)

@@ -83,7 +83,8 @@ class Settings(BaseSettings):
         default=60.0,
         gt=0,
         description="seconds between the publisher's sweeps for users with neither profile nor outbox row "
-        "(a signup whose trigger gave up on a lock)",
+        "(a signup whose trigger gave up on a lock) and soft-deleted users whose profile still holds "
+        "personal data",
     )
     sweep_limit: int = Field(
         default=50_000, ge=1, description="users the sweeper looks at per run (a lap covers every user)"

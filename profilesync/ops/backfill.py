@@ -1,4 +1,5 @@
-"""`profilesync backfill`: give existing users without a profile one, and the verification report.
+"""`profilesync backfill`: give existing users without a profile one (and scrub soft-deleted users' profiles
+that still hold personal data), and the verification report.
 
 The backfill writes outbox rows (profile_sync.signup_events), set-based, in keyset-paginated chunks of
 auth.users, and lets the running publisher and workers do the rest. That reuses the one durable path every
@@ -24,8 +25,9 @@ SIGNUP_CHANNEL = (
     "profile_sync_signup"  # the publisher's wake-up channel (profilesync.publisher.service.CHANNEL)
 )
 
-# A user needs a backfill when it is live, has no profile and no outbox row. Failed rows are `profilesync
-# replay`'s business: recording them again would only fail again.
+# A user needs a backfill when it has no outbox row and its profile is out of step: a live user without a
+# profile, or a soft-deleted user whose profile still holds personal data (the worker scrubs it). Failed rows
+# are `profilesync replay`'s business: recording them again would only fail again.
 # Two literal statements (not one with `OR $1 IS NULL`) so both can walk the primary key index.
 _CHUNK = """
 WITH batch AS (
@@ -36,9 +38,7 @@ WITH batch AS (
 ), inserted AS (
   INSERT INTO profile_sync.signup_events (user_id)
   SELECT b.id FROM batch b
-  WHERE b.deleted_at IS NULL
-    AND NOT EXISTS (SELECT 1 FROM public.user_profiles p WHERE p.id = b.id)
-    AND NOT EXISTS (SELECT 1 FROM profile_sync.signup_events e WHERE e.user_id = b.id)
+  WHERE {out_of_step}
   ORDER BY b.id
   RETURNING user_id
 )
@@ -47,13 +47,25 @@ SELECT (SELECT b.id FROM batch b ORDER BY b.id DESC LIMIT 1),
        (SELECT count(*) FROM inserted),
        (SELECT i.user_id FROM inserted i LIMIT 1)
 """
-_FIRST_CHUNK = _CHUNK.format(after="")
-_NEXT_CHUNK = _CHUNK.format(after="WHERE u.id > %(after)s")
+_OUT_OF_STEP = """
+  CASE WHEN b.deleted_at IS NULL
+       THEN NOT EXISTS (SELECT 1 FROM public.user_profiles p WHERE p.id = b.id)
+       ELSE EXISTS (SELECT 1 FROM public.user_profiles p WHERE p.id = b.id
+                    AND (p.email IS NOT NULL OR p.full_name IS NOT NULL OR p.avatar_url IS NOT NULL))
+  END
+  AND NOT EXISTS (SELECT 1 FROM profile_sync.signup_events e WHERE e.user_id = b.id)"""
+_FIRST_CHUNK = _CHUNK.format(after="", out_of_step=_OUT_OF_STEP)
+_NEXT_CHUNK = _CHUNK.format(after="WHERE u.id > %(after)s", out_of_step=_OUT_OF_STEP)
+# The same two kinds of user, counted separately so the planner can use anti-joins over every user.
 _CANDIDATES = """
-SELECT count(*) FROM auth.users b
-WHERE b.deleted_at IS NULL
-  AND NOT EXISTS (SELECT 1 FROM public.user_profiles p WHERE p.id = b.id)
-  AND NOT EXISTS (SELECT 1 FROM profile_sync.signup_events e WHERE e.user_id = b.id)
+SELECT (SELECT count(*) FROM auth.users b
+        WHERE b.deleted_at IS NULL
+          AND NOT EXISTS (SELECT 1 FROM public.user_profiles p WHERE p.id = b.id)
+          AND NOT EXISTS (SELECT 1 FROM profile_sync.signup_events e WHERE e.user_id = b.id))
+     + (SELECT count(*) FROM auth.users b JOIN public.user_profiles p ON p.id = b.id
+        WHERE b.deleted_at IS NOT NULL
+          AND (p.email IS NOT NULL OR p.full_name IS NOT NULL OR p.avatar_url IS NOT NULL)
+          AND NOT EXISTS (SELECT 1 FROM profile_sync.signup_events e WHERE e.user_id = b.id))
 """
 _USERS = "SELECT count(*) FROM auth.users"
 _PENDING_EVENTS = "SELECT count(*) FROM profile_sync.signup_events WHERE failed_at IS NULL"
@@ -147,7 +159,8 @@ def record_missing(
     chunk_size: int = 10_000,
     on_chunk: Callable[[int, int], None] | None = None,
 ) -> BackfillResult:
-    """Walk auth.users by id in chunks; record an outbox event for each user that needs a profile.
+    """Walk auth.users by id in chunks; record an outbox event for each user whose profile is out of step
+    (missing, or a soft-deleted user's holding personal data).
 
     Each chunk is its own transaction (short locks, visible progress, a crash loses at most one chunk, which a
     re-run redoes) and wakes the publisher with one NOTIFY. `on_chunk(scanned, recorded)` reports totals.

@@ -54,6 +54,16 @@ SELECT count(*),
 FROM auth.users u
 WHERE u.deleted_at IS NULL AND NOT EXISTS (SELECT 1 FROM public.user_profiles p WHERE p.id = u.id)
 """
+# Profiles of soft-deleted users that still hold personal data, and how many of them no pending event will
+# scrub (a failed event is not pending: `failed_events` reports it).
+_DELETED_USERS_DATA = """
+SELECT count(*),
+       count(*) FILTER (WHERE NOT EXISTS (
+         SELECT 1 FROM profile_sync.signup_events e WHERE e.user_id = u.id AND e.failed_at IS NULL))
+FROM auth.users u JOIN public.user_profiles p ON p.id = u.id
+WHERE u.deleted_at IS NOT NULL
+  AND (p.email IS NOT NULL OR p.full_name IS NOT NULL OR p.avatar_url IS NOT NULL)
+"""
 
 # Publishers register their LISTEN backend's pid; a row whose backend is gone is a dead publisher's leftover.
 # Events no publisher claimed for a while mean none is working, even if one is registered (wedged).
@@ -109,6 +119,8 @@ class Facts:
     failed_events: int | None = None
     users_without_profiles: int | None = None
     unrecorded_users: int | None = None  # without a profile and without an outbox event: need a backfill
+    deleted_users_data: int | None = None  # profiles of soft-deleted users still holding personal data
+    deleted_users_unscrubbed: int | None = None  # of those, without a pending event: no scrub will come
     live_publishers: int | None = None
     oldest_unclaimed_age: float | None = None  # seconds the oldest event waits for a publisher to claim it
     oldest_snapshot: Snapshot | None = None
@@ -353,6 +365,17 @@ def _judge_users_without_profiles(f: Facts, limits: Thresholds) -> Verdict:
     )
 
 
+def _judge_deleted_users_data(f: Facts, limits: Thresholds) -> Verdict:
+    holding, stuck = f.deleted_users_data or 0, f.deleted_users_unscrubbed or 0
+    return _verdict(
+        stuck == 0,
+        f"{holding} being scrubbed" if holding else "no soft-deleted user's profile holds personal data",
+        f"{stuck} profile(s) of soft-deleted users still hold personal data and no scrub is pending (run "
+        "profilesync backfill; the publisher's sweeper also records them, PROFILESYNC_SWEEP_LIMIT users "
+        "every PROFILESYNC_SWEEP_INTERVAL)",
+    )
+
+
 def _judge_publishers(f: Facts, limits: Thresholds) -> Verdict:
     alive = f.live_publishers or 0
     age = f.oldest_unclaimed_age
@@ -517,6 +540,14 @@ def _read_without_profiles(sources: Sources, facts: Facts) -> None:
     facts.unrecorded_users = int(row[1])
 
 
+def _read_deleted_users_data(sources: Sources, facts: Facts) -> None:
+    with sources.bounded() as conn:
+        row = conn.execute(_DELETED_USERS_DATA).fetchone()
+    assert row is not None
+    facts.deleted_users_data = int(row[0])
+    facts.deleted_users_unscrubbed = int(row[1])
+
+
 def _read_publishers(sources: Sources, facts: Facts) -> None:
     with sources.bounded() as conn:
         row = conn.execute(_PUBLISHERS).fetchone()
@@ -574,6 +605,7 @@ PROBES: dict[str, Probe] = {
     "backlog": Probe("database", _read_backlog, _judge_backlog),
     "failed_events": Probe("database", _read_failed_events, _judge_failed_events),
     "users_without_profiles": Probe("database", _read_without_profiles, _judge_users_without_profiles),
+    "deleted_users_data": Probe("database", _read_deleted_users_data, _judge_deleted_users_data),
     "publishers": Probe("database", _read_publishers, _judge_publishers),
     "snapshots": Probe("database", _read_oldest_snapshot, _judge_snapshots),
     "signup_path": Probe("database", _read_signup_path, _judge_signup_path),

@@ -319,8 +319,9 @@ class Publisher:
         return len(orphans)
 
     def sweep(self, work: psycopg.Connection[Any]) -> int:
-        """Record users that have neither profile nor outbox row (their signup's trigger gave up on a lock,
-        or ran while our schema was broken); returns how many. Each run looks at the next
+        """Record users without an outbox row whose profile is out of step: live users without a profile
+        (their signup's trigger gave up on a lock, or ran while our schema was broken) and soft-deleted users
+        whose profile still holds personal data; returns how many. Each run looks at the next
         PROFILESYNC_SWEEP_LIMIT users by id, so one costs the same at any size; a lap covers them all."""
         row = work.execute(_SWEEP, (self._swept_up_to, self.settings.sweep_limit)).fetchone()
         assert row is not None

@@ -22,7 +22,15 @@ from psycopg_pool import ConnectionPool
 from profilesync.config import Settings
 from profilesync.devkit.children import Children
 from profilesync.devkit.signups import KINDS
-from tests.harness import act_as, count, process_env, signup, wait_for
+from tests.harness import (
+    act_as,
+    count,
+    gotrue_signup,
+    gotrue_soft_delete,
+    process_env,
+    signup,
+    wait_for,
+)
 
 Conn = psycopg.Connection[Any]
 
@@ -225,10 +233,20 @@ def _soft_deleted(conn: Conn) -> uuid.UUID:
     return user_id
 
 
+def _soft_deleted_with_profile(conn: Conn) -> uuid.UUID:
+    """GoTrue's soft delete of a user whose profile exists, once the worker scrubbed it; the user's JWT is
+    still valid until it expires."""
+    user_id = gotrue_signup(conn, "google")
+    conn.execute("SELECT profile_sync.sync_profiles(%s)", ([user_id],))
+    gotrue_soft_delete(conn, user_id)
+    conn.execute("SELECT profile_sync.sync_profiles(%s)", ([user_id],))
+    return user_id
+
+
 @pytest.mark.parametrize(
     "make_user",
-    [_deleted, _soft_deleted, lambda _: uuid.uuid4()],
-    ids=["deleted", "soft-deleted", "nonexistent"],
+    [_deleted, _soft_deleted, _soft_deleted_with_profile, lambda _: uuid.uuid4()],
+    ids=["deleted", "soft-deleted", "soft-deleted with its profile", "nonexistent"],
 )
 @pytest.mark.parametrize("call", ["insert", "service_role insert", "ensure_profile"])
 def test_a_user_who_is_gone_gets_pt404_with_a_hint_never_23503(
@@ -237,6 +255,7 @@ def test_a_user_who_is_gone_gets_pt404_with_a_hint_never_23503(
     conn.execute("GRANT SELECT, INSERT ON public.chat_conversations TO service_role")
     conn.execute("CREATE POLICY service_role_all ON public.chat_conversations TO service_role USING (true)")
     user_id = make_user(conn)
+    before = conn.execute(PROFILE, (user_id,)).fetchone()
     with psycopg.connect(database_url) as client, pytest.raises(psycopg.Error) as raised:
         if call == "insert":
             client_insert(client, user_id)  # a session whose account is gone
@@ -250,7 +269,31 @@ def test_a_user_who_is_gone_gets_pt404_with_a_hint_never_23503(
         f"profile_sync: user {user_id} does not exist or was deleted",
     )
     assert diag.message_hint is not None and "signOut" in diag.message_hint
-    assert count(conn, PROFILES, ([user_id],)) == 0
+    assert conn.execute(PROFILE, (user_id,)).fetchone() == before  # none made, a scrubbed one left as it was
+    assert before is None or before[1:] == (None, None, None)
+
+
+def test_a_soft_deleted_user_cannot_put_personal_data_back_into_the_profile(
+    conn: Conn, database_url: str
+) -> None:
+    """PATCH /user_profiles with a soft-deleted user's still-valid JWT: PT404 for name or avatar, as for a
+    deleted user; clearing a field and editing preferences stay allowed; a live user edits as before."""
+    gone, live = _soft_deleted_with_profile(conn), gotrue_signup(conn, "github")
+    conn.execute("SELECT profile_sync.sync_profiles(%s)", ([live],))
+    patch = "UPDATE public.user_profiles SET {} WHERE id = %s"
+    with psycopg.connect(database_url) as client:
+        for change in ("full_name = 'Back again'", "avatar_url = 'https://cdn.example.com/a.png'"):
+            with pytest.raises(psycopg.Error) as raised, client.transaction():
+                act_as(client, "authenticated", gone, "/user_profiles")
+                client.execute(patch.format(change), (gone,))
+            assert raised.value.sqlstate == "PT404"
+        with client.transaction():
+            act_as(client, "authenticated", gone, "/user_profiles")
+            client.execute(patch.format('full_name = NULL, preferences = \'{"theme": "dark"}\''), (gone,))
+            act_as(client, "authenticated", live, "/user_profiles")
+            client.execute(patch.format("full_name = 'Still here'"), (live,))
+    assert conn.execute(PROFILE, (gone,)).fetchone()[1:] == (None, None, None)
+    assert conn.execute(PROFILE, (live,)).fetchone()[2] == "Still here"
 
 
 def test_ensure_profile_needs_a_signed_in_user_and_the_authenticated_role(

@@ -125,18 +125,28 @@ def sweep_lap(conn: Conn, limit: int) -> tuple[int, int]:
             return calls, recorded
 
 
-def test_the_sweeper_records_only_users_with_neither_profile_nor_event(conn: Conn) -> None:
-    conn.execute("ALTER TABLE auth.users DISABLE TRIGGER USER")  # signups and a soft delete the outbox missed
+def test_the_sweeper_records_users_out_of_step_without_an_event(conn: Conn) -> None:
+    """Live users with neither profile nor event, and soft-deleted users whose profile still holds personal
+    data (an app's own write, a restore) and who have no event: nobody else."""
+    conn.execute("ALTER TABLE auth.users DISABLE TRIGGER USER")  # signups and soft deletes the outbox missed
     unrecorded = [signup(conn) for _ in range(3)]
-    profiled, deleted = signup(conn), signup(conn)
-    conn.execute("SELECT * FROM profile_sync.create_profiles(%s)", ([profiled],))
-    conn.execute("UPDATE auth.users SET deleted_at = now() WHERE id = %s", (deleted,))
+    profiled, deleted, holding, scrubbed = signup(conn), signup(conn), signup(conn), signup(conn)
+    conn.execute("SELECT * FROM profile_sync.create_profiles(%s)", ([profiled, holding, scrubbed],))
+    conn.execute(
+        "UPDATE auth.users SET deleted_at = now() WHERE id = ANY(%s)", ([deleted, holding, scrubbed],)
+    )
+    conn.execute("SELECT * FROM profile_sync.sync_profiles(%s)", ([scrubbed],))
     conn.execute("ALTER TABLE auth.users ENABLE TRIGGER USER")
     recorded = signup(conn)  # has its event already
-    assert sweep_lap(conn, limit=2) == (4, 3)  # 6 users, 2 per call: the 4th call finds the end
+    assert sweep_lap(conn, limit=2) == (5, 4)  # 8 users, 2 per call: the 5th call finds the end
     assert sweep_lap(conn, limit=100) == (1, 0)
     events = {row[0] for row in conn.execute("SELECT user_id FROM profile_sync.signup_events")}
-    assert events == {*unrecorded, recorded}
+    assert events == {*unrecorded, holding, recorded}
+    conn.execute("SELECT * FROM profile_sync.sync_profiles(%s)", ([holding],))  # the worker's job
+    row = conn.execute(
+        "SELECT email, full_name, avatar_url FROM public.user_profiles WHERE id = %s", (holding,)
+    ).fetchone()
+    assert row == (None, None, None)
 
 
 def test_a_worker_without_grants_fails_its_job_clearly_and_marks_no_user_failed(

@@ -22,7 +22,7 @@ from rq.worker import SimpleWorker
 from profilesync import cli, logs
 from profilesync.config import Settings
 from profilesync.ops.backfill import verification_report
-from profilesync.ops.doctor import CHECKS
+from profilesync.ops.doctor import DEFAULT_CHECKS
 from profilesync.queueing import CREATE_PROFILES, profiles_queue
 from tests.harness import bulk_signup, count, run_worker_burst, running_publisher, signup, wait_for
 
@@ -208,7 +208,7 @@ def test_doctor_healthy_pipeline_exits_zero(
     assert code == 0, checks
     assert checks["healthy"] is True
     assert {name: c["status"] for name, c in checks.items() if name != "healthy"} == dict.fromkeys(
-        CHECKS, "ok"
+        DEFAULT_CHECKS, "ok"
     )
     assert checks["backlog"]["detail"].startswith("1 pending")
 
@@ -241,6 +241,37 @@ def test_doctor_fails_on_a_disabled_trigger_and_unrecorded_users(
     assert checks["users_without_profiles"]["status"] == "fail"
     assert "run profilesync backfill" in checks["users_without_profiles"]["detail"]
     assert checks["workers"]["status"] == "ok"
+
+
+def test_doctor_fails_on_a_soft_deleted_users_profile_holding_data_until_backfill_scrubs_it(
+    settings: Settings, conn: psycopg.Connection[Any], env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    user = signup(conn, "google")
+    conn.execute("SELECT profile_sync.create_profiles(%s)", ([user],))
+    conn.execute("UPDATE auth.users SET deleted_at = now() WHERE id = %s", (user,))
+    _, checks = _doctor(capsys)
+    assert checks["deleted_users_data"] == {
+        "name": "deleted_users_data",
+        "status": "ok",
+        "detail": "1 being scrubbed",  # its event is pending
+    }
+    conn.execute("DELETE FROM profile_sync.signup_events WHERE user_id = %s", (user,))  # lost, say
+    code, checks = _doctor(capsys)
+    assert code == 1
+    assert checks["deleted_users_data"]["status"] == "fail"
+    assert checks["deleted_users_data"]["detail"].startswith(
+        "1 profile(s) of soft-deleted users still hold personal data and no scrub is pending "
+        "(run profilesync backfill;"
+    )
+    assert cli.main(["backfill"]) == 0
+    with running_publisher(settings):
+        assert wait_for(
+            lambda: count(conn, "SELECT count(*) FROM profile_sync.signup_events WHERE job_id IS NULL") == 0
+        )
+    run_worker_burst(settings)
+    _, checks = _doctor(capsys)
+    assert checks["deleted_users_data"]["status"] == "ok"
+    assert checks["deleted_users_data"]["detail"] == "no soft-deleted user's profile holds personal data"
 
 
 def test_doctor_fails_without_workers(env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -375,7 +406,7 @@ def test_backfill_dry_run_changes_nothing(
     _users_without_trigger(conn, 96)
     assert cli.main(["backfill", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "dry run: 100 user(s) without a profile would be recorded" in out
+    assert "dry run: 100 user(s) would be recorded (without a profile, or soft-deleted" in out
     assert re.search(r"users without profiles +100\n", out)
     assert count(conn, "SELECT count(*) FROM profile_sync.signup_events") == 0
 
@@ -388,16 +419,20 @@ def test_backfill_gives_every_user_a_profile(
     deleted = signup(conn, "email")
     conn.execute("UPDATE auth.users SET deleted_at = now() WHERE id = %s", (deleted,))
     conn.execute("DELETE FROM profile_sync.signup_events WHERE user_id = %s", (deleted,))
+    holding = signup(conn, "email")  # soft-deleted, its profile still holds personal data, no event
+    conn.execute("SELECT profile_sync.create_profiles(%s)", ([holding],))
+    conn.execute("UPDATE auth.users SET deleted_at = now() WHERE id = %s", (holding,))
+    conn.execute("DELETE FROM profile_sync.signup_events WHERE user_id = %s", (holding,))
     assert verification_report(conn).users_without_profiles == 501
 
     assert cli.main(["backfill", "--chunk-size", "64"]) == 0
     out = capsys.readouterr().out
-    assert "recorded 500 of 502 users in 8 chunk(s)" in out  # the trigger's own event is not doubled
-    assert count(conn, "SELECT count(*) FROM profile_sync.signup_events") == 501
-    assert count(conn, "SELECT count(DISTINCT user_id) FROM profile_sync.signup_events") == 501
+    assert "recorded 501 of 503 users in 8 chunk(s)" in out  # the trigger's own event is not doubled
+    assert count(conn, "SELECT count(*) FROM profile_sync.signup_events") == 502
+    assert count(conn, "SELECT count(DISTINCT user_id) FROM profile_sync.signup_events") == 502
 
     assert cli.main(["backfill"]) == 0  # idempotent: everything is recorded already
-    assert "recorded 0 of 502 users" in capsys.readouterr().out
+    assert "recorded 0 of 503 users" in capsys.readouterr().out
 
     with running_publisher(settings):
         assert wait_for(
@@ -406,9 +441,11 @@ def test_backfill_gives_every_user_a_profile(
     run_worker_burst(settings)
     report = verification_report(conn)
     assert report.complete, report
-    assert (report.users, report.profiles) == (501, 501)
+    assert (report.users, report.profiles) == (501, 502)
     assert count(conn, "SELECT count(*) FROM public.user_profiles WHERE id = %s", (with_profile,)) == 1
     assert count(conn, "SELECT count(*) FROM public.user_profiles WHERE id = %s", (deleted,)) == 0
+    scrubbed = "SELECT count(*) FROM public.user_profiles WHERE id = %s AND email IS NULL"
+    assert count(conn, scrubbed, (holding,)) == 1
 
 
 def test_backfill_wait_reports_completion(

@@ -15,7 +15,7 @@ from profilesync import cli, logs
 from profilesync.config import Settings
 from profilesync.devkit.discovery import postgres_bindir
 from profilesync.migrate import auth_stub, available, migrate
-from profilesync.ops.doctor import CHECKS
+from profilesync.ops.doctor import DEFAULT_CHECKS
 from tests.harness import count, signup
 from tests.servers import OWNER, DatabaseFactory, as_role, create_owned_database
 
@@ -68,6 +68,6 @@ def test_emitted_files_applied_with_psql_by_a_non_superuser_give_a_healthy_datab
         code = cli.main(["doctor", "--json"])
         report = json.loads(capsys.readouterr().out)
         assert code == 0, report
-        assert {c["name"]: c["status"] for c in report["checks"]} == dict.fromkeys(CHECKS, "ok")
+        assert {c["name"]: c["status"] for c in report["checks"]} == dict.fromkeys(DEFAULT_CHECKS, "ok")
     finally:
         database_factory.drop(url)

@@ -37,6 +37,8 @@ def healthy_facts(**changes: object) -> Facts:
         failed_events=0,
         users_without_profiles=3,
         unrecorded_users=0,
+        deleted_users_data=1,
+        deleted_users_unscrubbed=0,
         live_publishers=1,
         oldest_unclaimed_age=0.2,
         oldest_snapshot=Snapshot(4242, "psql", "active", 2.0, 12),
@@ -56,6 +58,7 @@ def test_a_healthy_system_passes_every_check() -> None:
     assert {c.status for c in checks} == {"ok"}
     assert healthy(checks)
     assert by_name(checks)["backlog"].detail == "3 pending, oldest 0.4s"
+    assert by_name(checks)["deleted_users_data"].detail == "1 being scrubbed"
     assert (
         by_name(checks)["listen_url"].detail
         == "postgresql://app:***@db.example.com:5432/postgres (direct or session mode)"
@@ -121,6 +124,12 @@ def test_a_healthy_system_passes_every_check() -> None:
             "users_without_profiles",
             "2 of 3 users without a profile have no signup event",
         ),
+        (
+            {"deleted_users_data": 3, "deleted_users_unscrubbed": 2},
+            "deleted_users_data",
+            "2 profile(s) of soft-deleted users still hold personal data and no scrub is pending (run "
+            "profilesync backfill;",
+        ),
         ({"live_publishers": 0}, "publishers", "none alive: signups wait (start profilesync publisher)"),
         ({"live_publishers": None}, "publishers", "none alive"),
         ({"oldest_unclaimed_age": 5.5}, "publishers", "1 alive, but an event waits 5.5s > 5s to be claimed"),
@@ -184,6 +193,7 @@ def test_unreachable_servers_fail_their_checks_and_the_checks_that_depend_on_the
         "backlog",
         "failed_events",
         "users_without_profiles",
+        "deleted_users_data",
         "publishers",
         "snapshots",
     ):
