@@ -78,7 +78,12 @@ class Settings(BaseSettings):
     redeliver_after: float = Field(
         default=60.0, gt=0, description="seconds before an enqueued event is checked"
     )
-    reconnect_max_delay: float = Field(default=30.0, gt=0)
+    reconnect_max_delay: float = Field(
+        default=5.0,
+        gt=0,
+        description="cap of the reconnect backoff of publisher, worker and chat listener: back within this "
+        "many seconds of PostgreSQL or Redis answering again",
+    )
     sweep_interval: float = Field(
         default=60.0,
         gt=0,

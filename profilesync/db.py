@@ -29,6 +29,7 @@ TRANSIENT_SQLSTATE_CLASSES = (
     "58",
 )  # connection, rollback, resources, operator (incl. statement_timeout), system
 LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout: the lock's holder will commit or roll back; try again later
+QUERY_CANCELED = "57014"  # statement_timeout (or a cancel request)
 INSUFFICIENT_PRIVILEGE = "42501"
 
 
@@ -95,6 +96,19 @@ def is_transient(exc: BaseException) -> bool:
         sqlstate = exc.sqlstate or ""
         return sqlstate.startswith(TRANSIENT_SQLSTATE_CLASSES) or sqlstate == LOCK_NOT_AVAILABLE
     return isinstance(exc, OSError)
+
+
+def is_lock_timeout(exc: BaseException) -> bool:
+    """True when a statement gave up waiting for another transaction's lock (lock_timeout)."""
+    return isinstance(exc, psycopg.Error) and exc.sqlstate == LOCK_NOT_AVAILABLE
+
+
+def is_interruption(exc: BaseException) -> bool:
+    """True for transient errors that say nothing about the statement: a lost or refused connection, a server
+    shutting down or starting, a terminated backend, a serialization failure or deadlock. Worth retrying at
+    once on a new connection; a statement or lock timeout is not (the same statement would wait again)."""
+    slow = isinstance(exc, psycopg.Error) and exc.sqlstate in (QUERY_CANCELED, LOCK_NOT_AVAILABLE)
+    return is_transient(exc) and not slow
 
 
 def raise_if_denied(exc: BaseException, role_hint: str) -> None:

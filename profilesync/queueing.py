@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,6 +10,7 @@ import redis
 from rq import Queue, Retry
 from rq.serializers import JSONSerializer
 
+from profilesync.backoff import Backoff
 from profilesync.config import DEFAULT_QUEUE, Settings
 
 # The job function, by dotted path: the publisher never imports the worker; renaming it breaks queued jobs.
@@ -16,7 +18,11 @@ CREATE_PROFILES = "profilesync.worker.jobs.create_profiles"
 # The same job under the path it had while the worker was a top-level package: jobs queued by an older release
 # still run. Deprecated: accepted for one release, never enqueued.
 LEGACY_CREATE_PROFILES = "worker.jobs.create_profiles"
-RETRY_INTERVALS = [2, 5, 15, 60, 300]
+# RQ's retries of a job that failed on a transient error (a lock or statement timeout, an outage longer than
+# the worker's own retries): whole seconds (RQ's unit) doubling from RETRY_FIRST to RETRY_MAX, jittered per
+# job so that the jobs of one outage do not come back in lockstep. The publisher redelivers what waits longer.
+RETRY_FIRST = 1
+RETRY_MAX = 5
 
 
 def connect_redis(url: str, *, timeout: float = 30.0) -> redis.Redis:
@@ -37,7 +43,9 @@ def profiles_queue(connection: redis.Redis, name: str = DEFAULT_QUEUE) -> Queue:
 def job_retry(settings: Settings) -> Retry | None:
     if settings.job_retries == 0:
         return None
-    return Retry(max=settings.job_retries, interval=RETRY_INTERVALS[: settings.job_retries])
+    backoff = Backoff(RETRY_FIRST, RETRY_MAX)
+    intervals = [math.ceil(backoff.next_delay(0.0)) for _ in range(settings.job_retries)]
+    return Retry(max=settings.job_retries, interval=intervals)
 
 
 @dataclass(frozen=True)

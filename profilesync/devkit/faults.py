@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 
+from profilesync.queueing import RETRY_MAX
+
 # Short timers so that every recovery path runs within seconds (production defaults in config.py).
 SAFETY_INTERVAL = 0.5
 REDELIVER_AFTER = 3.0
@@ -18,11 +20,10 @@ STATEMENT_TIMEOUT = 3  # below JOB_TIMEOUT, as in production
 LOCK_TIMEOUT = 2
 SWEEP_INTERVAL = 1.0
 WORKER_MAINTENANCE_INTERVAL = 5
-RETRY_FIRST_INTERVAL = 2  # queueing.RETRY_INTERVALS[0]
 # Worst case for a killed worker's job: its registry entry expires, the next maintenance pass of a live worker
 # retries it (taking over the dead worker's scheduler lock, which expires 61 s after its last heartbeat), the
 # scheduler enqueues the retry, a worker runs it.
-WORKER_KILL_BOUND = JOB_TIMEOUT + 60 + WORKER_MAINTENANCE_INTERVAL + RETRY_FIRST_INTERVAL + 15
+WORKER_KILL_BOUND = JOB_TIMEOUT + 60 + WORKER_MAINTENANCE_INTERVAL + RETRY_MAX + 15
 
 QUICK_TIMERS = {
     "PROFILESYNC_SAFETY_INTERVAL": str(SAFETY_INTERVAL),

@@ -20,7 +20,7 @@ from profilesync import db, listen, metrics
 from profilesync.backoff import Backoff
 from profilesync.config import Settings
 from profilesync.logs import get_logger
-from profilesync.publisher.jobstate import live_jobs
+from profilesync.publisher.jobstate import live_jobs, requeue_scheduled
 from profilesync.publisher.planning import flatten, group_claimed, plan_jobs, valid_payload
 from profilesync.queueing import JobPlan, connect_redis, enqueue_plans, profiles_queue
 
@@ -299,7 +299,9 @@ class Publisher:
 
     def redeliver(self, work: psycopg.Connection[Any], redis_conn: redis.Redis) -> int:
         """Re-enqueue events whose job will not run: gone from Redis, unreadable, missing from its queue
-        list or registry, or ended without retiring them (profilesync.publisher.jobstate)."""
+        list or registry, or ended without retiring them (profilesync.publisher.jobstate). A job still
+        waiting for one of RQ's retries goes back into the queue now: an event this old does not wait for
+        RQ's scheduler."""
         queue = profiles_queue(redis_conn, self.settings.queue)
         with work.transaction():
             rows = work.execute(
@@ -307,8 +309,18 @@ class Publisher:
             ).fetchall()
             if not rows:
                 return 0
-            live = live_jobs(redis_conn, queue, sorted({row[2] for row in rows}))
-            orphans = [(event_id, user_id) for event_id, user_id, job_id in rows if job_id not in live]
+            job_ids = sorted({row[2] for row in rows})
+            live = live_jobs(redis_conn, queue, job_ids)
+            requeued = requeue_scheduled(queue, [job_id for job_id in job_ids if job_id not in live])
+            if requeued:  # their events wait for them again, from now on
+                retry = [(event_id, job_id) for event_id, _, job_id in rows if job_id in requeued]
+                work.execute(_MARK, ([e for e, _ in retry], [j for _, j in retry]))
+                log.warning("jobs waiting for a retry requeued", jobs=len(requeued), events=len(retry))
+            orphans = [
+                (event_id, user_id)
+                for event_id, user_id, job_id in rows
+                if job_id not in live and job_id not in requeued
+            ]
             if not orphans:
                 return 0
             plans = plan_jobs(orphans, self.settings.job_batch_size)

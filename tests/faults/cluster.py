@@ -89,6 +89,14 @@ class Target:
             (application_name,),
         )
 
+    def terminate_backends(self) -> int:
+        """pg_terminate_backend of every profilesync process's backend in this database (a failover, an
+        operator's kill); returns how many."""
+        return self.count(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND application_name LIKE 'profilesync%%'"
+        )
+
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()

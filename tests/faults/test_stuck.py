@@ -14,9 +14,11 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
+from rq.scheduler import RQScheduler
 
 from profilesync.chat import ChatService, ProfileNotReadyError
 from profilesync.config import Settings
+from profilesync.queueing import profiles_queue
 from tests.faults.cluster import JOB_TIMEOUT, LOCK_TIMEOUT, STATEMENT_TIMEOUT, Target
 from tests.faults.figures import Row, finish, settle
 from tests.harness import bulk_signup, signup, wait_for
@@ -160,3 +162,57 @@ def test_backoff_starts_over_after_a_healthy_period(target: Target) -> None:
     state, recovery = settle(target, since=back_at, bound=60)
     assert recovery <= BLIP_BOUND, f"recovered {recovery:.1f} s after a blip"
     finish(target, Row("Redis blip after earlier outages", 20, "1 long outage, 1 blip", state, recovery))
+
+
+BATCH = 250  # one job: the publisher's default PROFILESYNC_JOB_BATCH_SIZE
+MATES_BOUND = 10.0  # seconds for the batch-mates of a locked user (isolating it takes a few short waits)
+RELEASED_BOUND = 15.0  # seconds for the locked user once its row is free (a short retry delay, a lock wait)
+
+
+def test_a_locked_user_does_not_hold_up_its_batch(target: Target) -> None:
+    target.procs.start("publisher", "publisher")
+    assert wait_for(target.publisher_idle)
+    bulk_signup(target.conn, BATCH)
+    assert wait_for(lambda: target.count(PENDING) == 0)  # one job of 250 users waits in Redis
+    row = target.conn.execute("SELECT id FROM auth.users ORDER BY id OFFSET %s LIMIT 1", (BATCH // 3,))
+    locked = row.fetchone()[0]  # type: ignore[index]
+    profiles = "SELECT count(*) FROM public.user_profiles"
+    with psycopg.connect(target.database_url) as blocker:
+        blocker.execute("SELECT 1 FROM auth.users WHERE id = %s FOR UPDATE", (locked,))
+        target.procs.start("worker-1", "worker")
+        assert wait_for(lambda: target.waiting_on_lock("profilesync-worker") == 1, timeout=30)
+        waiting_at = time.monotonic()
+        mates_done = wait_for(lambda: target.count(profiles) == BATCH - 1, timeout=MATES_BOUND)
+        mates_s = time.monotonic() - waiting_at
+        assert mates_done, f"{target.count(profiles)} of {BATCH - 1} batch-mates after {mates_s:.1f} s"
+        assert target.count("SELECT count(*) FROM public.user_profiles WHERE id = %s", (locked,)) == 0
+        blocker.rollback()
+    released_at = time.monotonic()
+    state, recovery = settle(target, since=released_at, bound=RELEASED_BOUND)
+    assert state.profiles == BATCH
+    assert "user split off a failing batch" in target.procs.log("worker-1")
+    faults = f"1 user row FOR UPDATE; its {BATCH - 1} batch-mates done {mates_s:.1f} s after the first wait"
+    finish(target, Row("one locked user in a batch of 250", BATCH, faults, state, recovery))
+
+
+STUCK_BOUND = 20.0  # REDELIVER_AFTER, a safety pass and a lock wait, with room for a loaded box
+
+
+def test_a_retry_does_not_wait_for_a_stuck_rq_scheduler(target: Target) -> None:
+    queue = profiles_queue(target.redis)
+    # Held by a scheduler that never lets go (a hung process, a worker whose clock runs far behind): no
+    # worker's scheduler ever moves a job from the scheduled registry back to the queue.
+    target.redis.set(RQScheduler.get_locking_key(queue.name), "a scheduler that never releases its lock")
+    user = signup(target.conn)
+    with psycopg.connect(target.database_url) as blocker:
+        blocker.execute("SELECT 1 FROM auth.users WHERE id = %s FOR UPDATE", (user,))
+        target.start_pipeline(workers=1)
+        # the job gives up on the lock and waits for one of RQ's retries
+        assert wait_for(lambda: queue.scheduled_job_registry.count == 1, timeout=30)
+        blocker.rollback()
+    released_at = time.monotonic()
+    state, recovery = settle(target, since=released_at, bound=STUCK_BOUND)
+    assert state.profiles == 1
+    assert "jobs waiting for a retry requeued" in target.procs.log("publisher")
+    assert target.redis.get(RQScheduler.get_locking_key(queue.name)) is not None  # still stuck
+    finish(target, Row("RQ scheduler lock held forever", 1, "retry of a locked user's job", state, recovery))

@@ -1,9 +1,10 @@
 """Hardening on real PostgreSQL: the sanitising rules (table-driven), time bounds in the schema, the
-worker's replacement of a busy connection, the sweeper."""
+worker's replacement of a busy connection, the sweeper, locked users isolated from their batch."""
 
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import psycopg
@@ -13,9 +14,10 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
+from profilesync import db
 from profilesync.config import Settings
 from profilesync.queueing import JobPlan, enqueue_plans, profiles_queue
-from profilesync.worker import runtime
+from profilesync.worker import profiles, runtime
 from tests.harness import count, run_worker_burst, signup
 from tests.integration.test_security import PUBLISHER, as_role
 
@@ -162,3 +164,37 @@ def test_a_worker_without_grants_fails_its_job_clearly_and_marks_no_user_failed(
     job = Job.fetch("no-grant", connection=redis_conn, serializer=JSONSerializer)
     assert "InsufficientPrivilegeError" in (job.latest_result().exc_string or "")  # type: ignore[union-attr]
     assert count(conn, "SELECT count(*) FROM profile_sync.signup_events WHERE failed_at IS NOT NULL") == 0
+
+
+LOCK_WAIT = 0.5  # the worker connection's lock_timeout in these tests
+
+
+def _locked_batch(database_url: str, user_ids: list[Any]) -> tuple[profiles.Outcome, float]:
+    with db.connect(database_url, autocommit=True, timeouts=db.Timeouts(statement=5, lock=LOCK_WAIT)) as conn:
+        started = time.monotonic()
+        outcome = profiles.create_profiles(conn, user_ids, "fill-null", lock_timeout=LOCK_WAIT)
+        return outcome, time.monotonic() - started
+
+
+def test_a_user_whose_row_is_locked_is_isolated_and_its_batch_mates_get_profiles(
+    conn: Conn, database_url: str
+) -> None:
+    users = [signup(conn) for _ in range(40)]
+    with psycopg.connect(database_url) as blocker:
+        blocker.execute("SELECT 1 FROM auth.users WHERE id = %s FOR UPDATE", (users[13],))
+        outcome, _ = _locked_batch(database_url, users)
+        assert outcome.locked == [users[13]]
+        assert outcome.created == 39 and outcome.failed == []
+        assert count(conn, "SELECT count(*) FROM profile_sync.signup_events WHERE user_id = %s", (users[13],))
+    assert count(conn, "SELECT count(*) FROM public.user_profiles") == 39
+
+
+def test_a_locked_table_costs_a_bounded_number_of_probes(conn: Conn, database_url: str) -> None:
+    users = [signup(conn) for _ in range(250)]
+    with psycopg.connect(database_url) as blocker:
+        blocker.execute("LOCK TABLE public.user_profiles IN SHARE MODE")  # every insert waits
+        outcome, seconds = _locked_batch(database_url, users)
+    assert sorted(outcome.locked) == sorted(users) and outcome.created == 0
+    # the batch's own wait, then at most LOCK_PROBES probes (each a short wait): not one per user
+    bound = LOCK_WAIT + profiles.LOCK_PROBES * min(profiles.PROBE_LOCK_TIMEOUT, LOCK_WAIT)
+    assert seconds < bound + 3.0, f"{seconds:.1f} s"

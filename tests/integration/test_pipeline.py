@@ -180,7 +180,15 @@ def test_a_user_deleted_before_the_job_runs_is_done_not_failed(
     assert FailedJobRegistry(queue=queue).count == 0
     finished = queue.finished_job_registry.get_job_ids()
     result = Job.fetch(finished[0], connection=redis_conn, serializer=JSONSerializer).return_value()
-    assert result == {"created": 1, "existing": 0, "updated": 0, "scrubbed": 0, "missing": 1, "failed": 0}
+    assert result == {
+        "created": 1,
+        "existing": 0,
+        "updated": 0,
+        "scrubbed": 0,
+        "missing": 1,
+        "failed": 0,
+        "locked": 0,
+    }
     assert count(conn, PROFILES) == 1
     assert count(conn, EVENTS) == 0
     assert kept != deleted

@@ -4,7 +4,7 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from profilesync.db import is_transient
+from profilesync.db import is_interruption, is_lock_timeout, is_transient
 
 
 @pytest.mark.parametrize(
@@ -36,3 +36,27 @@ def test_transient_errors_are_retried(exc: BaseException) -> None:
 )
 def test_permanent_errors_are_not(exc: BaseException) -> None:
     assert not is_transient(exc)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        psycopg.OperationalError("server closed the connection unexpectedly"),
+        errors.AdminShutdown(),  # pg_terminate_backend, a failover
+        errors.CannotConnectNow(),  # a server starting up or in recovery
+        errors.SerializationFailure(),
+        errors.DeadlockDetected(),
+        ConnectionRefusedError(),
+    ],
+)
+def test_interruptions_are_retried_at_once(exc: BaseException) -> None:
+    assert is_interruption(exc)
+
+
+@pytest.mark.parametrize(
+    "exc", [errors.LockNotAvailable(), errors.QueryCanceled(), errors.CheckViolation(), ValueError("x")]
+)
+def test_slow_statements_and_permanent_errors_are_not_interruptions(exc: BaseException) -> None:
+    # the same statement would wait on the same lock or run as long again: a delayed retry, not at once
+    assert not is_interruption(exc)
+    assert is_lock_timeout(exc) == isinstance(exc, errors.LockNotAvailable)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from datetime import timedelta
 
 import fakeredis
 import pytest
@@ -13,7 +14,7 @@ from rq.serializers import JSONSerializer
 
 from profilesync.backoff import Backoff
 from profilesync.config import Settings
-from profilesync.publisher.jobstate import live_jobs
+from profilesync.publisher.jobstate import live_jobs, requeue_scheduled
 from profilesync.queueing import CREATE_PROFILES, LEGACY_CREATE_PROFILES, profiles_queue
 from profilesync.ratelimit import RateLimit
 from profilesync.worker.jobs import create_profiles
@@ -66,9 +67,31 @@ def test_a_job_is_live_only_where_its_status_puts_it() -> None:
     redis_conn.hset(started.key, "status", "started")  # but in no started registry: its worker is gone
     finished = queue.enqueue(CREATE_PROFILES, args=(["e"],))
     redis_conn.hset(finished.key, "status", "finished")
-    ids = [queued.id, unlisted.id, bogus.id, started.id, finished.id, "never-existed"]
-    assert live_jobs(redis_conn, queue, ids) == {queued.id}
+    waiting = queue.enqueue_in(timedelta(seconds=5), CREATE_PROFILES, args=(["f"],))  # an RQ retry
+    ids = [queued.id, unlisted.id, bogus.id, started.id, finished.id, waiting.id, "never-existed"]
+    assert live_jobs(redis_conn, queue, ids) == {queued.id}  # a retry waits for RQ's scheduler: not live
     assert live_jobs(redis_conn, queue, []) == set()
+
+
+def test_jobs_waiting_for_a_retry_are_requeued_by_the_publisher_not_rqs_scheduler() -> None:
+    redis_conn = fakeredis.FakeRedis()
+    queue = profiles_queue(redis_conn)
+    # a retry some worker's clock put an hour away; a garbled one; one of another queue; one not scheduled
+    waiting = queue.enqueue_in(timedelta(hours=1), CREATE_PROFILES, args=(["a"],))
+    garbled = queue.enqueue_in(timedelta(seconds=5), CREATE_PROFILES, args=(["b"],))
+    redis_conn.hset(garbled.key, "data", b"\xff not compressed JSON")
+    redis_conn.hset(garbled.key, "created_at", "not a date")
+    foreign = queue.enqueue_in(timedelta(seconds=5), CREATE_PROFILES, args=(["c"],))
+    redis_conn.hset(foreign.key, "origin", "someone-elses-queue")
+    queued = queue.enqueue(CREATE_PROFILES, args=(["d"],))
+    ids = [waiting.id, garbled.id, foreign.id, queued.id, "never-existed"]
+
+    assert requeue_scheduled(queue, ids) == {waiting.id}
+    assert queue.job_ids == [queued.id, waiting.id]  # runs now, without a scheduler
+    assert live_jobs(redis_conn, queue, ids) == {waiting.id, queued.id}
+    registry = queue.scheduled_job_registry
+    assert set(registry.get_job_ids()) == {garbled.id, foreign.id}  # left alone: redelivered as new jobs
+    assert requeue_scheduled(queue, ids) == set()  # taken once
 
 
 def test_the_worker_runs_only_allow_listed_functions_and_no_callbacks() -> None:

@@ -10,7 +10,14 @@ from rq.serializers import JSONSerializer
 
 from profilesync.config import Settings
 from profilesync.publisher.planning import plan_jobs
-from profilesync.queueing import CREATE_PROFILES, enqueue_plans, profiles_queue
+from profilesync.queueing import (
+    CREATE_PROFILES,
+    RETRY_FIRST,
+    RETRY_MAX,
+    enqueue_plans,
+    job_retry,
+    profiles_queue,
+)
 
 
 def test_jobs_are_enqueued_as_json_with_the_stable_function_path() -> None:
@@ -30,3 +37,14 @@ def test_jobs_are_enqueued_as_json_with_the_stable_function_path() -> None:
     job = Job.fetch(plans[1].job_id, connection=connection, serializer=JSONSerializer)
     assert list(job.args) == [[users[2]]]
     assert job.retries_left == 3
+
+
+def test_rq_retries_come_after_seconds_jittered_per_job() -> None:
+    drawn = [job_retry(Settings(job_retries=5)) for _ in range(20)]
+    for retry in drawn:
+        assert retry is not None and retry.max == 5
+        assert retry.intervals[0] == RETRY_FIRST
+        assert all(RETRY_FIRST <= interval <= RETRY_MAX for interval in retry.intervals)
+        assert all(isinstance(interval, int) for interval in retry.intervals)  # RQ's unit: whole seconds
+    assert len({tuple(retry.intervals) for retry in drawn if retry is not None}) > 1  # not in lockstep
+    assert job_retry(Settings(job_retries=0)) is None
