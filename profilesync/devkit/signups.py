@@ -57,7 +57,9 @@ def make_signup(kind: str, user_id: uuid.UUID | None = None) -> Signup:
             email = f"user-{tag}@example.com"
             return Signup(user_id, kind, email, None, {"email": email, "email_verified": False})
         case "phone":
-            return Signup(user_id, kind, None, f"1555{user_id.int % 10**7:07d}", {"phone_verified": False})
+            # 10 digits after the prefix: phone is unique in auth.users, and a long soak makes thousands
+            phone = f"1555{user_id.int % 10**10:010d}"
+            return Signup(user_id, kind, None, phone, {"phone_verified": False})
         case "anonymous":
             return Signup(user_id, kind, None, None, {}, is_anonymous=True)
         case "google":
