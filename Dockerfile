@@ -9,12 +9,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PROFILESYNC_LOG_FORMAT=json
 
 # A regular (non-editable) install from a build directory that is removed afterwards: the SQL migrations
-# travel inside the package (profilesync.sql), nothing is read from a source tree at run time.
+# travel inside the package (profilesync.sql), nothing is read from a source tree at run time. The
+# dependencies at the versions the test suite ran with (constraints.txt).
 WORKDIR /build
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY profilesync/ profilesync/
 COPY sql/ sql/
-RUN pip install . \
+RUN pip install -c constraints.txt . \
  && rm -rf /build \
  && useradd --system --uid 10001 --no-create-home profilesync
 WORKDIR /app

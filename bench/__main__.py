@@ -1,5 +1,12 @@
-"""`python -m bench [--quick] [--only M1 M3 ...]`: measure, print the markdown table, write bench/results/.
-`python -m bench --chaos MINUTES [--seed N]`: the chaos soak (bench.chaos); exits 1 when its audit fails."""
+"""`python -m bench [--quick] [--only latency signup_cost ...]`: measure, print the markdown table, write
+bench/results/.
+`python -m bench --chaos MINUTES [--seed N]`: the chaos soak (bench.chaos); exits 1 when its audit fails.
+
+The metrics: `latency` (signup → profile under open-loop load), `burst` (a signup burst fully profiled),
+`signup_cost` (what the trigger costs a signup: pgbench, backend CPU, GoTrue's transactions), `chat_path`
+(ChatService and the client guarantee on the fast path), `publisher` (events/s), `worker` (profiles/s),
+`sweeper` (the unrecorded-users sweep at scale). Their targets are in bench/targets.py.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +25,7 @@ from bench.servers import servers
 from bench.targets import targets
 from profilesync.logs import configure
 
-METRICS = ("M1", "M2", "M3", "M4", "M5", "M6", "M7")
+METRICS = ("latency", "burst", "signup_cost", "chat_path", "publisher", "worker", "sweeper")
 LATENCY_SCENARIOS = {
     "ours": "",
     "ours_nolinger": "",
@@ -64,13 +71,13 @@ def run(only: list[str], quick: bool) -> dict[str, Any]:
     with servers() as found:
         results["meta"].update(found.versions())
         other_load = OtherLoad([os.getpid(), *found.server_pids()])
-        if "M1" in only or "M2" in only:
+        if "latency" in only or "burst" in only:
             plan = latency.LatencyPlan(
-                rates=(5.0, 100.0, 250.0) if "M1" in only else (),
+                rates=(5.0, 100.0, 250.0) if "latency" in only else (),
                 duration=3.0 if quick else 10.0,
                 idle_seconds=2.0 if quick else 6.0,
                 senders=4,
-                burst=(1000 if quick else 5000) if "M2" in only else 0,
+                burst=(1000 if quick else 5000) if "burst" in only else 0,
                 burst_clients=8,
             )
             for scenario, setup in LATENCY_SCENARIOS.items():
@@ -80,16 +87,16 @@ def run(only: list[str], quick: bool) -> dict[str, Any]:
                     if value:
                         results.setdefault(metric, {})[scenario] = value
                 print(f"{scenario}: {measured}", flush=True)
-        if "M3" in only:
-            results["M3"] = throughput.measure(
+        if "signup_cost" in only:
+            results["signup_cost"] = throughput.measure(
                 found, (1, 8, 32), 2 if quick else 5, 1 if quick else 2, 2000 if quick else 5000
             )
-        if "M5" in only or "M6" in only:
+        if "publisher" in only or "worker" in only:
             results.update(rates.measure(found, 5000 if quick else 20000, 500 if quick else 3000))
-        if "M4" in only:
-            results["M4"] = chatcost.measure(found, 100 if quick else 1000)
-        if "M7" in only:
-            results["M7"] = sweepcost.measure(found, 100_000 if quick else 1_000_000)
+        if "chat_path" in only:
+            results["chat_path"] = chatcost.measure(found, 100 if quick else 1000)
+        if "sweeper" in only:
+            results["sweeper"] = sweepcost.measure(found, 100_000 if quick else 1_000_000)
         results["meta"]["cpu_cores_during_run"] = other_load.cores()
     results["targets"] = targets(results)
     results["meta"]["seconds"] = round(time.monotonic() - started, 1)

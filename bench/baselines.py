@@ -2,6 +2,8 @@
 
 - plain: no trigger at all (the ceiling for signup throughput);
 - supabase: Supabase's documented `handle_new_user` trigger, inserting the profile inside the signup;
+  supabase_sync_updates adds a synchronous AFTER UPDATE profile update on every UPDATE of auth.users (what
+  keeping profiles in sync without an outbox costs: for the auth server's update workloads);
 - naive: a per-row pg_notify trigger, and a listener that enqueues one RQ job per user;
 - ideal: our outbox trigger, and a publisher that inserts the profiles itself (batched SQL, no Redis);
 - ours_nolinger (not a baseline, an ablation): our pipeline with a publisher that never lingers after a
@@ -27,12 +29,16 @@ from profilesync.queueing import CREATE_PROFILES, JobPlan, connect_redis, profil
 
 NAIVE_CHANNEL = "bench_naive_signup"
 
-_DROP_OURS = "DROP TRIGGER profile_sync_on_auth_user_created ON auth.users;\n"
+_DROP_OURS = (
+    "DROP TRIGGER profile_sync_on_auth_user_created ON auth.users;\n"
+    "DROP TRIGGER profile_sync_on_auth_user_updated ON auth.users;\n"
+)
 
 PLAIN_SQL = _DROP_OURS
 
 SUPABASE_SQL = """
 DROP TRIGGER profile_sync_on_auth_user_created ON auth.users;
+DROP TRIGGER profile_sync_on_auth_user_updated ON auth.users;
 DROP TRIGGER profile_sync_on_user_profiles_inserted ON public.user_profiles;
 CREATE FUNCTION public.handle_new_user() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
@@ -46,6 +52,20 @@ $$;
 CREATE TRIGGER on_auth_user_created AFTER INSERT ON auth.users
   FOR EACH ROW EXECUTE FUNCTION public.handle_new_user();
 """
+_SUPABASE_UPDATES = """
+CREATE FUNCTION public.handle_user_updated() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+AS $$
+BEGIN
+  UPDATE public.user_profiles SET email = new.email, full_name = new.raw_user_meta_data ->> 'full_name',
+    avatar_url = new.raw_user_meta_data ->> 'avatar_url' WHERE id = new.id;
+  RETURN new;
+END
+$$;
+CREATE TRIGGER on_auth_user_updated AFTER UPDATE ON auth.users
+  FOR EACH ROW EXECUTE FUNCTION public.handle_user_updated();
+"""
+SUPABASE_SYNC_UPDATES_SQL = SUPABASE_SQL + _SUPABASE_UPDATES
 
 NAIVE_SQL = (
     _DROP_OURS
@@ -72,6 +92,8 @@ OURS_BUSY_SQL = (
     "INSERT INTO profile_sync.publishers (backend_pid, idle) VALUES (0, false);\n"
     "SELECT profile_sync.announce_publisher(0, false);\n"
 )
+# Our signup trigger without the update trigger: what following profile-relevant updates costs on top.
+OURS_SIGNUP_ONLY_SQL = OURS_BUSY_SQL + "DROP TRIGGER profile_sync_on_auth_user_updated ON auth.users;\n"
 
 
 class IdealPublisher(Publisher):

@@ -1,5 +1,5 @@
-"""M4: what `ChatService.create_conversation` adds over a raw INSERT when the profile already exists, and what
-the client guarantee's trigger (sql/0006) adds to a Supabase client's insert through PostgREST."""
+"""chat_path: what `ChatService.create_conversation` adds over a raw INSERT when the profile already exists,
+and what the client guarantee's trigger (sql/0006) adds to a Supabase client's insert through PostgREST."""
 
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ def _client_guard(servers: Servers, calls: int) -> dict[str, Any]:
     """The guarded insert vs the same insert into the trigger-less twin, interleaved on one connection in
     alternating order, each in a PostgREST-shaped transaction as `authenticated` with the user's claims; the
     INSERT alone is timed."""
-    url = servers.database("m4_client", _RAW_TWIN_SQL)
+    url = servers.database("chat_path_client", _RAW_TWIN_SQL)
     ids = _users_with_profiles(url, calls + _WARMUP)
     cursor, counter = counting_cursor_factory()
     times: dict[str, list[float]] = {arm: [] for arm in _CLIENT_INSERTS}
@@ -130,7 +130,7 @@ def _backend_cpu(conn: psycopg.Connection[Any]) -> Callable[[], float]:
 
 
 def _chat_service(servers: Servers, calls: int) -> dict[str, Any]:
-    url = servers.database("m4")
+    url = servers.database("chat_path")
     ids = _users_with_profiles(url, 2 * (calls + _WARMUP))
     chat_ids, raw_ids = ids[: calls + _WARMUP], ids[calls + _WARMUP :]
     settings = Settings(database_url=url, redis_url=servers.redis_url, log_level="WARNING")

@@ -1,4 +1,4 @@
-"""M1 signup→profile latency under open-loop load, and M2 time to profile a signup burst.
+"""latency: signup→profile under open-loop load; burst: the time to profile a signup burst.
 
 Both read the database's own clock: a profile's `created_at` (its creating transaction's start) minus its
 user's `created_at` (the signup transaction's start), so nothing is polled on the measured path.
@@ -90,13 +90,13 @@ def idle_cpu(probe: CpuProbe, seconds: float) -> dict[str, float]:
 
 
 def measure(scenario: str, database_url: str, redis_url: str, plan: LatencyPlan) -> dict[str, Any]:
-    """M1 at each rate, then M2, with the scenario's consumers running throughout.
+    """The latency at each rate, then the burst, with the scenario's consumers running throughout.
 
-    The consumers' CPU is recorded while idle (before any signup, and again after the M1 loads: a publisher
-    must stop polling once signups stop) and per signup at each rate. Our own pipeline runs traced
+    The consumers' CPU is recorded while idle (before any signup, and again after the latency loads: a
+    publisher must stop polling once signups stop) and per signup at each rate. Our own pipeline runs traced
     (bench.stages): its stage breakdown and each process's CPU and Redis round trips per signup are in STAGES.
     """
-    m1: dict[str, Any] = {}
+    by_rate: dict[str, Any] = {}
     cpu: dict[str, Any] = {}
     by_role: dict[str, dict[str, float]] = {}
     commits: dict[str, dict[str, float]] = {}
@@ -110,17 +110,17 @@ def measure(scenario: str, database_url: str, redis_url: str, plan: LatencyPlan)
                 before, polls, roles = probe.sample(), probe.polls(), probe.role_sample()
                 keys, memory = _redis_size(redis_url)
                 lag, commits[key] = signups.open_loop(
-                    database_url, f"m1r{key}", rate, plan.duration, plan.senders
+                    database_url, f"rate{key}", rate, plan.duration, plan.senders
                 )
-                wait_for_profiles(database_url, f"m1r{key}")
+                wait_for_profiles(database_url, f"rate{key}")
                 time.sleep(SETTLE)
                 used = usage(before, probe.sample())
                 sent = int(rate * plan.duration)
                 by_role[key] = {
                     r: round(v * 1000 / sent, 3) for r, v in role_usage(roles, probe.role_sample()).items()
                 }
-                m1[key] = {
-                    **summary_ms(_latencies(database_url, f"m1r{key}")),
+                by_rate[key] = {
+                    **summary_ms(_latencies(database_url, f"rate{key}")),
                     "max_send_lag_ms": round(lag * 1000, 1),
                     "cpu_ms_per_signup": {part: round(v * 1000 / sent, 3) for part, v in used.items()},
                     "polls_per_signup": round((probe.polls() - polls) / sent, 1),
@@ -129,8 +129,8 @@ def measure(scenario: str, database_url: str, redis_url: str, plan: LatencyPlan)
             if plan.rates:
                 cpu["idle_after_cores"] = idle_cpu(probe, plan.idle_seconds)
             if plan.burst:
-                signups.burst(database_url, "m2", plan.burst, plan.burst_clients)
-                wait_for_profiles(database_url, "m2")
+                signups.burst(database_url, "burst", plan.burst, plan.burst_clients)
+                wait_for_profiles(database_url, "burst")
         stages = (
             {
                 key: {**breakdown(trace_dir, commits[key]), "cpu_ms_per_signup": by_role[key]}
@@ -140,12 +140,12 @@ def measure(scenario: str, database_url: str, redis_url: str, plan: LatencyPlan)
             else {}
         )
     if plan.burst == 0:
-        return {"M1": m1, "CPU": cpu, "STAGES": stages}
-    total, signing = _burst_times(database_url, "m2")
-    m2 = {
+        return {"latency": by_rate, "CPU": cpu, "STAGES": stages}
+    total, signing = _burst_times(database_url, "burst")
+    burst = {
         "signups": plan.burst,
         "clients": plan.burst_clients,
         "seconds": round(total, 3),
         "signup_seconds": round(signing, 3),
     }
-    return {"M1": m1, "M2": m2, "CPU": cpu, "STAGES": stages}
+    return {"latency": by_rate, "burst": burst, "CPU": cpu, "STAGES": stages}

@@ -1,6 +1,6 @@
-"""M5 publisher events/s and M6 worker profiles/s, in this process so Redis round trips can be counted.
+"""publisher: events/s, and worker: profiles/s, in this process so Redis round trips can be counted.
 
-M5 drains a pre-filled outbox once (our publisher's `drain`); M6 then runs one SimpleWorker in burst mode over
+The publisher drains a pre-filled outbox once (its `drain`); then one SimpleWorker runs in burst mode over
 the jobs it enqueued (job_batch_size users per job), and over one job per user for the naive comparison.
 """
 
@@ -68,7 +68,7 @@ def _work_burst(settings: Settings, users: int) -> dict[str, float]:
 
 
 def measure(servers: Servers, users: int, naive_users: int) -> dict[str, Any]:
-    url = servers.database("m56")
+    url = servers.database("publisher_worker")
     settings = Settings(database_url=url, redis_url=servers.redis_db(), log_level="WARNING")
     _fill(url, users)
     redis_conn, trips = counting_redis(settings.redis_url)
@@ -78,7 +78,7 @@ def measure(servers: Servers, users: int, naive_users: int) -> dict[str, Any]:
         drained = publisher.drain(work, redis_conn)
         elapsed = time.perf_counter() - started
     redis_conn.close()
-    m5 = {
+    drain_figures = {
         "events": drained,
         "seconds": round(elapsed, 3),
         "events_per_s": rate(drained, elapsed),
@@ -88,7 +88,7 @@ def measure(servers: Servers, users: int, naive_users: int) -> dict[str, Any]:
     }
     batched = _work_burst(settings, users)
 
-    naive_url = servers.database("m6_naive")
+    naive_url = servers.database("worker_naive")
     naive = Settings(database_url=naive_url, redis_url=servers.redis_db(), log_level="WARNING")
     _fill(naive_url, naive_users)
     with psycopg.connect(naive_url, autocommit=True) as conn:
@@ -98,4 +98,4 @@ def measure(servers: Servers, users: int, naive_users: int) -> dict[str, Any]:
         for start in range(0, len(plans), 500):
             enqueue_plans(profiles_queue(client), plans[start : start + 500], naive)
     one_per_user = _work_burst(naive, naive_users)
-    return {"M5": m5, "M6": {"batched": batched, "one_job_per_user": one_per_user}}
+    return {"publisher": drain_figures, "worker": {"batched": batched, "one_job_per_user": one_per_user}}

@@ -48,10 +48,10 @@ def _meta(meta: dict[str, Any]) -> list[str]:
     return [*out, ""]
 
 
-def _m1(results: dict[str, Any]) -> list[str]:
-    ideal = results["M1"].get("ideal", {})
+def _latency(results: dict[str, Any]) -> list[str]:
+    ideal = results["latency"].get("ideal", {})
     rows = []
-    for scenario, by_rate in results["M1"].items():
+    for scenario, by_rate in results["latency"].items():
         for rate, s in by_rate.items():
             base = ideal.get(rate)
             cpu = s.get("cpu_ms_per_signup", {}).get("total")
@@ -63,7 +63,7 @@ def _m1(results: dict[str, Any]) -> list[str]:
             )  # fmt: skip
     header = ["scenario", "signups/s", "n", "p50", "p99", "max", "p50 x ideal", "p99 x ideal"]
     return [
-        "**M1** signup → profile latency, open-loop (ms, database clock); pipeline CPU ms per signup "
+        "**latency** signup → profile latency, open-loop (ms, database clock); pipeline CPU ms per signup "
         "(consumer processes + their PostgreSQL backends + Redis)",
         *table(
             [*header, "CPU ms/signup", "publisher polls/signup", "Redis bytes kept/signup", "sender lag ms"],
@@ -112,20 +112,21 @@ def _cpu(results: dict[str, Any]) -> list[str]:
                 )  # fmt: skip
     header = ["scenario", "when", "processes", "their PG backends", "Redis server", "publisher polls/s"]
     return [
-        "**Idle** consumers (CPU cores) before any signup and after the M1 loads",
+        "**Idle** consumers (CPU cores) before any signup and after the latency loads",
         *table(header, rows),
     ]
 
 
-def _m2(results: dict[str, Any]) -> list[str]:
-    ideal = results["M2"].get("ideal", {}).get("seconds")
+def _burst(results: dict[str, Any]) -> list[str]:
+    ideal = results["burst"].get("ideal", {}).get("seconds")
     rows = [
         [scenario, s["signups"], s["clients"], s["signup_seconds"], s["seconds"],
          _x(ratio(s["seconds"], ideal)) if ideal else "-"]
-        for scenario, s in results["M2"].items()
+        for scenario, s in results["burst"].items()
     ]  # fmt: skip
     return [
-        "**M2** burst fully profiled (s, first signup → last profile); ratio vs ideal batched SQL",
+        "**burst** a signup burst fully profiled (s, first signup → last profile); ratio vs ideal batched "
+        "SQL",
         *table(["scenario", "signups", "clients", "signing (s)", "all profiled (s)", "x ideal"], rows),
     ]
 
@@ -134,12 +135,12 @@ def _tps_cells(tps: dict[str, Any], ratios: dict[str, Any], clients: list[str]) 
     return [f"{tps[c]:,.0f} ({_x(ratios[c])})" if c in tps else "-" for c in clients]
 
 
-def _m3(results: dict[str, Any]) -> list[str]:
-    m3 = results["M3"]
-    tps, ratios = m3["tps"], m3["ratio_vs_plain"]
+def _signup_cost(results: dict[str, Any]) -> list[str]:
+    cost = results["signup_cost"]
+    tps, ratios = cost["tps"], cost["ratio_vs_plain"]
     clients = list(tps["plain"])
-    cores = m3.get("consumer_cores", {})
-    backlog = m3.get("backlog_at_end", {})
+    cores = cost.get("consumer_cores", {})
+    backlog = cost.get("backlog_at_end", {})
     rows = []
     for variant in tps:
         extra = [
@@ -149,47 +150,62 @@ def _m3(results: dict[str, Any]) -> list[str]:
         rows.append([variant, *_tps_cells(tps[variant], ratios[variant], clients), *extra])
     header = ["trigger", *[f"{c} clients" for c in clients], "consumer cores", "backlog at end"]
     out = [
-        f"**M3** signups/s by pgbench ({m3['seconds_per_point']} s per point, best of "
-        f"{m3.get('rounds', 1)} interleaved rounds); ratio vs no trigger "
+        f"**signup_cost** signups/s by pgbench ({cost['seconds_per_point']} s per point, best of "
+        f"{cost.get('rounds', 1)} interleaved rounds); ratio vs no trigger "
         "(`ours_busy`/`ours_idle`: our trigger with the publisher flag forced; `*_live`: publisher + worker "
         "running on the same cores; `ablation_*`: variants of our trigger, see bench/ablations.py)",
         *table(header, rows),
     ]
-    cpu = m3.get("trigger_cpu")
+    cpu = cost.get("trigger_cpu")
     if cpu:
         rows = [[v, us, cpu["added_us_per_signup"][v]] for v, us in cpu["us_per_signup"].items()]
         out += [
-            f"**M3 trigger CPU**: one backend's CPU per signup (µs; {cpu['signups_per_sample']} pipelined "
-            f"autocommit signups, synchronous_commit off, median of {cpu['rounds']} interleaved rounds)",
+            f"**signup_cost trigger CPU**: one backend's CPU per signup "
+            f"(µs; {cpu['signups_per_sample']} pipelined autocommit signups, synchronous_commit off, "
+            f"median of {cpu['rounds']} interleaved rounds)",
             *table(["trigger", "µs per signup", "added vs no trigger"], rows),
         ]
-    for workload, found in m3.get("workloads", {}).items():
+    for workload, found in cost.get("workloads", {}).items():
         rows = [
             [variant, *_tps_cells(found["tps"][variant], found["ratio_vs_plain"][variant], clients)]
             for variant in found["tps"]
         ]
         out += [
-            f"**M3 `{workload}`** transactions/s, ratio vs no trigger",
+            f"**signup_cost `{workload}`** transactions/s, ratio vs no trigger",
             *table(["trigger", *[f"{c} clients" for c in clients]], rows),
         ]
-    return out
+    return out + _workload_cpu(cost.get("workload_cpu"))
 
 
-def _m4(m4: dict[str, Any]) -> list[str]:
+def _workload_cpu(cpu: dict[str, Any] | None) -> list[str]:
+    if not cpu:
+        return []
+    us, ratios = cpu["us_per_transaction"], cpu["ratio_vs_plain"]
+    variants = list(next(iter(us.values())))
+    rows = [[w, *(f"{us[w][v]} ({_x(ratios[w][v])})" for v in variants)] for w in us]
+    return [
+        f"**signup_cost workload CPU**: one backend's CPU per transaction of the auth server (µs; "
+        f"{cpu['transactions_per_sample']} server-side transactions, median of {cpu['rounds']} interleaved "
+        "rounds); in parentheses transactions per CPU second vs no trigger",
+        *table(["workload", *variants], rows),
+    ]
+
+
+def _chat_path(chat: dict[str, Any]) -> list[str]:
     rows = [
-        [name, m4[name]["p50_ms"], m4[name]["p99_ms"], m4[name]["round_trips_per_call"]]
+        [name, chat[name]["p50_ms"], chat[name]["p99_ms"], chat[name]["round_trips_per_call"]]
         for name in ("chat", "raw_insert")
     ]
     return [
-        f"**M4** create_conversation with the profile present ({m4['calls']} calls) vs a raw INSERT",
+        f"**chat_path** create_conversation with the profile present ({chat['calls']} calls) vs a raw INSERT",
         *table(["path", "p50 ms", "p99 ms", "round trips"], rows),
-        f"added p50: {m4['added_p50_ms']} ms, added round trips: {m4['added_round_trips']}",
+        f"added p50: {chat['added_p50_ms']} ms, added round trips: {chat['added_round_trips']}",
         "",
-        *_m4_client(m4.get("client")),
+        *_chat_path_client(chat.get("client")),
     ]
 
 
-def _m4_client(client: dict[str, Any] | None) -> list[str]:
+def _chat_path_client(client: dict[str, Any] | None) -> list[str]:
     if not client:
         return []
     rows = [
@@ -197,8 +213,9 @@ def _m4_client(client: dict[str, Any] | None) -> list[str]:
         for name in ("guarded_insert", "raw_insert")
     ]
     return [
-        f"**M4 client** a Supabase client's insert through PostgREST (`authenticated` + JWT claims, profile "
-        f"present, {client['calls']} calls): with the client guarantee's trigger vs a trigger-less twin",
+        "**chat_path client** a Supabase client's insert through PostgREST (`authenticated` + JWT claims, "
+        f"profile present, {client['calls']} calls): with the client guarantee's trigger vs a trigger-less "
+        "twin",
         *table(["insert", "p50 ms", "p99 ms", "round trips"], rows),
         f"added p50: {client['added_p50_ms']} ms (median of paired differences "
         f"{client['added_p50_paired_ms']} ms), added round trips: {client['added_round_trips']}, added "
@@ -207,57 +224,58 @@ def _m4_client(client: dict[str, Any] | None) -> list[str]:
     ]
 
 
-def _m5_m6(results: dict[str, Any]) -> list[str]:
+def _publisher_and_worker(results: dict[str, Any]) -> list[str]:
     out = []
-    if "M5" in results:
-        m5 = results["M5"]
+    if "publisher" in results:
+        publisher = results["publisher"]
         out += [
-            f"**M5** publisher: {m5['events_per_s']:,.0f} events/s ({m5['events']} events in "
-            f"{m5['seconds']} s, {m5['redis_round_trips']} Redis round trips)",
+            f"**publisher** {publisher['events_per_s']:,.0f} events/s ({publisher['events']} events "
+            f"in {publisher['seconds']} s, {publisher['redis_round_trips']} Redis round trips)",
             "",
         ]
-    if "M6" in results:
-        m6 = results["M6"]
-        naive = m6.get("one_job_per_user", {}).get("profiles_per_s")
+    if "worker" in results:
+        worker = results["worker"]
+        naive = worker.get("one_job_per_user", {}).get("profiles_per_s")
         keys = ["users", "profiles_per_s", "redis_round_trips_per_profile", "redis_commands_per_profile"]
         rows = [
             [name, *[s[k] for k in keys], _x(ratio(s["profiles_per_s"], naive)) if naive else "-"]
-            for name, s in m6.items()
+            for name, s in worker.items()
         ]
         header = ["jobs", "users", "profiles/s", "Redis round trips/profile", "Redis commands/profile"]
         out += [
-            "**M6** one worker process (SimpleWorker, burst)",
+            "**worker** one worker process (SimpleWorker, burst)",
             *table([*header, "x one job per user"], rows),
         ]
     return out
 
 
-def _m7(m7: dict[str, Any]) -> list[str]:
+def _sweeper(sweep: dict[str, Any]) -> list[str]:
     return [
-        f"**M7** the publisher's sweeper over {m7['users']:,} users, {m7['limit']:,} per run: "
-        f"{m7['run_ms_median']} ms per run (median; max {m7['run_ms_max']}), {m7['runs_per_lap']} runs and "
-        f"{m7['lap_ms']:,} ms per lap over every user; {m7['recorded']:,} unrecorded users recorded",
+        f"**sweeper** the publisher's sweeper over {sweep['users']:,} users, {sweep['limit']:,} per run: "
+        f"{sweep['run_ms_median']} ms per run (median; max {sweep['run_ms_max']}), "
+        f"{sweep['runs_per_lap']} runs and {sweep['lap_ms']:,} ms per lap over every user; "
+        f"{sweep['recorded']:,} unrecorded users recorded",
         "",
     ]
 
 
 def markdown(results: dict[str, Any]) -> str:
     out = _meta(results["meta"])
-    if "M1" in results:
-        out += _m1(results)
+    if "latency" in results:
+        out += _latency(results)
     if results.get("STAGES", {}).get("ours"):
         out += _stages(results["STAGES"]["ours"])
     if "CPU" in results:
         out += _cpu(results)
-    if "M2" in results:
-        out += _m2(results)
-    if "M3" in results:
-        out += _m3(results)
-    if "M4" in results:
-        out += _m4(results["M4"])
-    out += _m5_m6(results)
-    if "M7" in results:
-        out += _m7(results["M7"])
+    if "burst" in results:
+        out += _burst(results)
+    if "signup_cost" in results:
+        out += _signup_cost(results)
+    if "chat_path" in results:
+        out += _chat_path(results["chat_path"])
+    out += _publisher_and_worker(results)
+    if "sweeper" in results:
+        out += _sweeper(results["sweeper"])
     if results.get("targets"):
         rows = [
             [t["metric"], t["target"], t["measured"], "met" if t["met"] else "**NOT met**"]

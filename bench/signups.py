@@ -17,7 +17,7 @@ import psycopg
 from bench.schedule import open_loop_offsets, split
 from profilesync.devkit.signups import insert_signup, make_signup
 
-# The same signup for pgbench (M3), one per transaction.
+# The same signup for pgbench (signup_cost), one per transaction.
 PGBENCH_SCRIPT = """\\set r random(1, 9000000000000000000)
 INSERT INTO auth.users (id, aud, role, email, raw_user_meta_data, raw_app_meta_data, created_at) \
 VALUES (gen_random_uuid(), 'authenticated', 'authenticated', 'pgb' || :r || '@bench.example', \
@@ -41,10 +41,27 @@ UPDATE auth.users SET raw_user_meta_data = jsonb_build_object('sub', :id::text, 
 END;
 """
 
+# The same signup when the identity data the auth server writes changes keys the profile reads (OAuth: the
+# provider's name and picture arrive with the identity): the update trigger's function runs inside the signup.
+GOTRUE_SIGNUP_NAMED_SCRIPT = GOTRUE_SIGNUP_SCRIPT.replace(
+    """'{"full_name": "Bench User"}', false""", "'{}', false"
+).replace("'full_name', 'Bench User'", "'full_name', 'Bench User', 'picture', 'https://x.example/a.png'")
+
 # A login (or token refresh) of an existing user: the auth server's UPDATE of its sign-in time. The users are
 # made by LOGIN_FILL with ids derived from a number, so pgbench can pick one at random.
 LOGIN_SCRIPT = """\\set r random(1, 10000)
 UPDATE auth.users SET last_sign_in_at = now(), updated_at = now() WHERE id = md5('login' || :r)::uuid;
+"""
+# An email confirmation of an existing user: the token columns, then the metadata's email_verified (two
+# UPDATEs in one transaction, as the auth server confirms).
+CONFIRM_SCRIPT = """\\set r random(1, 10000)
+BEGIN;
+UPDATE auth.users SET confirmation_token = '', email_confirmed_at = now(), updated_at = now() \
+WHERE id = md5('login' || :r)::uuid;
+UPDATE auth.users SET raw_user_meta_data = raw_user_meta_data \
+|| jsonb_build_object('email_verified', random() < 0.5), updated_at = now() \
+WHERE id = md5('login' || :r)::uuid;
+END;
 """
 LOGIN_FILL = """
 INSERT INTO auth.users (id, aud, role, email, raw_user_meta_data, raw_app_meta_data, created_at)

@@ -1,4 +1,5 @@
-"""The stage breakdown of our pipeline (M1 `ours`): where the time from a signup's commit to its profile goes.
+"""The stage breakdown of our pipeline (`latency`, scenario `ours`): where the time from a signup's commit to
+its profile goes.
 
 The publisher and the worker run as the production classes with timestamps added at the step boundaries
 (wall clock, same machine as the signup senders) and their Redis requests counted; each writes its trace to a
@@ -54,15 +55,14 @@ class TracedPublisher(Publisher):
     """Our publisher, recording per job when it woke, claimed, had the job in Redis and committed."""
 
     def __init__(self, settings: Settings, stop: threading.Event, trips: Counter) -> None:
-        super().__init__(settings, stop)
+        super().__init__(settings, stop, on_wake=self._record_wake)
         self.trips = trips
         self.records: list[dict[str, Any]] = []
         self._pending: list[dict[str, Any]] = []
         self._woke: float | None = None
         self._wake = 0.0
 
-    def _wait_for_notify(self, listen: psycopg.Connection[Any], until: float) -> None:
-        super()._wait_for_notify(listen, until)
+    def _record_wake(self) -> None:
         self._woke = time.time()
 
     def drain(self, work: psycopg.Connection[Any], redis_conn: redis.Redis, *, full: bool = False) -> int:

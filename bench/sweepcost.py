@@ -1,4 +1,4 @@
-"""M7: what the publisher's sweeper (`profile_sync.record_unrecorded_users`) costs at scale.
+"""sweeper: what the publisher's sweeper (`profile_sync.record_unrecorded_users`) costs at scale.
 
 Every user has a profile but 1,000 (signups whose trigger gave up on a lock). Two laps over every user,
 PROFILESYNC_SWEEP_LIMIT users per run as the publisher does: the first records the 1,000, the second finds
@@ -27,7 +27,7 @@ _UNRECORDED = 1_000
 
 
 def measure(servers: Servers, users: int) -> dict[str, Any]:
-    url = servers.database("m7")
+    url = servers.database("sweeper")
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("ALTER TABLE auth.users DISABLE TRIGGER profile_sync_on_auth_user_created")
         conn.execute(_USERS, ("sweep", users))

@@ -1,4 +1,9 @@
-"""The `profilesync` command. The composition root: settings, logging and connections are made here."""
+"""The `profilesync` command: parse the arguments, then dispatch to the code of the command.
+
+The composition root: settings, logging and connections are made here; each `cmd_*` hands them to the
+module that does the work (ops/, devkit/, the components) and prints what it returns. Each subcommand's
+arguments are defined by one `_*_command` function; COMMANDS lists them.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,6 @@ import signal
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Sequence
 from importlib.metadata import version
 from pathlib import Path
@@ -16,19 +20,21 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from profilesync import db, logs
+from profilesync import logs
 from profilesync.config import Settings, describe_settings_error, redact
 from profilesync.errors import ConfigError
-from profilesync.explain import explain
 
 Command = Callable[[argparse.Namespace, Settings], int]
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from profilesync import db
     from profilesync.migrate import migrate
+    from profilesync.ops import supabase
 
     if args.emit_supabase is not None:
-        return _emit_supabase(args.emit_supabase)
+        print(supabase.format_emitted(supabase.emit(args.emit_supabase)))
+        return 0
     with db.connect(settings.database_url, autocommit=True) as conn:
         applied = migrate(conn, dev_auth_stub=args.dev_auth_stub)
     print(
@@ -37,23 +43,9 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _emit_supabase(directory: Path) -> int:
-    from profilesync.ops import supabase
-
-    written = supabase.emit(directory)
-    for path in written:
-        print(path)
-    versions = " ".join(path.name.split("_", 1)[0] for path in written)
-    print(
-        f"wrote {len(written)} Supabase migration file(s); apply them with `supabase db push`. On a database "
-        "that `profilesync migrate` already set up, record them instead: "
-        f"supabase migration repair --status applied {versions}"
-    )
-    return 0
-
-
 def cmd_uninstall(args: argparse.Namespace, settings: Settings) -> int:
-    from profilesync.ops.uninstall import uninstall
+    from profilesync import db
+    from profilesync.ops.uninstall import format_result, uninstall
 
     with db.connect(
         settings.database_url,
@@ -62,33 +54,15 @@ def cmd_uninstall(args: argparse.Namespace, settings: Settings) -> int:
         timeouts=db.Timeouts.of(settings),
     ) as conn:
         result = uninstall(conn, drop_tables=args.drop_tables, lock_timeout=settings.lock_timeout)
-    for line in result.removed:
-        print(f"removed {line}")
-    if not result.removed:
-        print("nothing of profilesync's was installed")
-    for line in result.kept:
-        print(f"kept {line}")
+    print(format_result(result))
     return 0
-
-
-def check_start(settings: Settings, *, listen: bool) -> None:
-    """Fail at start, with one line, on what reconnecting never fixes (a wrong URL or password, `migrate` not
-    run, a server that is not there). Once running, the publisher and worker ride out outages."""
-    from profilesync.migrate import require_schema
-    from profilesync.queueing import connect_redis
-
-    with connect_redis(settings.redis_url) as redis_conn:
-        redis_conn.ping()
-    with db.connect(settings.database_url, autocommit=True, application_name="profilesync-check") as conn:
-        require_schema(conn)
-    if listen and settings.listen_url != settings.database_url:
-        db.connect(settings.listen_url, autocommit=True, application_name="profilesync-check").close()
 
 
 def cmd_publisher(args: argparse.Namespace, settings: Settings) -> int:
     from profilesync import metrics
     from profilesync.publisher.gauges import publisher_metrics
     from profilesync.publisher.service import Publisher
+    from profilesync.startup import check_start
 
     stop = threading.Event()
     publisher = Publisher(settings, stop)  # refuses a transaction pooler before connecting anywhere
@@ -103,6 +77,8 @@ def cmd_publisher(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from profilesync.startup import check_start
+
     check_start(settings, listen=False)
     if args.processes == 1:
         from profilesync.worker.main import run
@@ -120,9 +96,10 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
+    from profilesync import db
     from profilesync.migrate import require_schema
     from profilesync.ops import backfill
-    from profilesync.ops.progress import StatusLine, bar
+    from profilesync.ops.backfill_progress import record_showing_progress, wait_showing_progress
 
     with db.connect(settings.database_url, autocommit=True, application_name="profilesync-backfill") as conn:
         require_schema(conn)
@@ -132,45 +109,12 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
                 "or soft-deleted with personal data left in the profile)"
             )
         else:
-            total = backfill.count_users(conn)
-            line = StatusLine(sys.stderr)
-            result = backfill.record_missing(
-                conn,
-                chunk_size=args.chunk_size,
-                on_chunk=lambda scanned, recorded: line.update(
-                    f"scanning users {bar(scanned, total)} {scanned:,}/{total:,}  recorded {recorded:,}"
-                ),
-            )
-            line.finish()
-            rate = result.scanned / result.seconds if result.seconds > 0 else 0.0
-            print(
-                f"recorded {result.recorded:,} of {result.scanned:,} users in {result.chunks} chunk(s), "
-                f"{result.seconds:.1f}s ({rate:,.0f} users/s scanned)"
-            )
-            if args.wait and result.recorded and not _wait_for_profiles(conn, result.recorded, args.timeout):
-                print(f"gave up waiting after {args.timeout:g}s: are the publisher and workers running?")
+            result = record_showing_progress(conn, args.chunk_size, sys.stderr, sys.stdout)
+            if args.wait and result.recorded:
+                wait_showing_progress(conn, result.recorded, args.timeout, sys.stderr, sys.stdout)
         report = backfill.verification_report(conn, sample=args.sample)
     print(backfill.format_report(report))
     return 0 if args.dry_run or not args.wait or report.complete else 1
-
-
-def _wait_for_profiles(conn: Any, recorded: int, timeout: float) -> bool:
-    from profilesync.ops import backfill
-    from profilesync.ops.progress import StatusLine, bar
-
-    line = StatusLine(sys.stderr)
-    started = time.monotonic()
-
-    def show(pending: int) -> None:
-        done = max(0, recorded - pending)
-        elapsed = time.monotonic() - started
-        rate = f"  {done / elapsed:,.0f}/s" if elapsed >= 1 else ""
-        line.update(f"creating profiles {bar(done, recorded)} {done:,}/{recorded:,}{rate}")
-
-    drained = backfill.wait_until_drained(conn, timeout=timeout, on_progress=show)
-    line.finish()
-    print(f"profiles created in {time.monotonic() - started:.1f}s after recording")
-    return drained
 
 
 def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
@@ -186,6 +130,7 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from profilesync import db
     from profilesync.ops.replay import format_result, replay, reset_failed_events
     from profilesync.queueing import connect_redis, profiles_queue
 
@@ -202,6 +147,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_failed(args: argparse.Namespace, settings: Settings) -> int:
+    from profilesync import db
     from profilesync.ops import failed
     from profilesync.queueing import connect_redis, profiles_queue
 
@@ -211,6 +157,14 @@ def cmd_failed(args: argparse.Namespace, settings: Settings) -> int:
         events = failed.failed_events(conn, args.limit)
     print(failed.format_json(jobs, events) if args.json else failed.format_table(jobs, events))
     return 0
+
+
+def cmd_healthcheck(args: argparse.Namespace, settings: Settings) -> int:
+    from profilesync.metrics import probe
+
+    healthy, answer = probe(settings)
+    print(answer, file=sys.stdout if healthy else sys.stderr)
+    return 0 if healthy else 1
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -290,23 +244,14 @@ def _add(sub: Any, name: str, summary: str, description: str, *env: str) -> argp
     return parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="profilesync",
-        description="A profile for every Supabase signup. `profilesync COMMAND --help` explains a command.",
-        formatter_class=_HelpFormatter,
-    )
-    parser.add_argument("--version", action="version", version=f"profilesync {version('profilesync')}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    db_env = ("database_url",)
-
+def _migrate_command(sub: Any) -> None:
     p = _add(
         sub,
         "migrate",
         "apply the SQL migrations (safe to run again)",
         "Creates the profile_sync schema, the signup trigger on auth.users and the roles' grants; each\n"
         "sql/NNNN_*.sql runs once, recorded in profile_sync.schema_migrations. Run it as the database owner.",
-        *db_env,
+        "database_url",
     )
     p.add_argument(
         "--dev-auth-stub",
@@ -321,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_migrate)
 
+
+def _uninstall_command(sub: Any) -> None:
     p = _add(
         sub,
         "uninstall",
@@ -346,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_uninstall, drop_tables=False)
 
+
+def _publisher_command(sub: Any) -> None:
     p = _add(
         sub,
         "publisher",
@@ -364,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_publisher)
 
+
+def _worker_command(sub: Any) -> None:
     p = _add(
         sub,
         "worker",
@@ -387,13 +338,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_worker)
 
+
+def _backfill_command(sub: Any) -> None:
     p = _add(
         sub,
         "backfill",
         "record a signup event for every user without a profile",
         "For users who signed up before the trigger existed (or while it was disabled); the publisher and\n"
         "workers then create their profiles. Safe to run again.",
-        *db_env,
+        "database_url",
     )
     p.add_argument("--dry-run", action="store_true", help="only count the users that need a profile")
     p.add_argument("--chunk-size", type=_positive_int, default=10_000, help="users scanned per transaction")
@@ -402,6 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample", type=int, default=10, help="user ids without a profile listed in the report")
     p.set_defaults(func=cmd_backfill)
 
+
+def _doctor_command(sub: Any) -> None:
     p = _add(
         sub,
         "doctor",
@@ -436,6 +391,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_doctor)
 
+
+def _healthcheck_command(sub: Any) -> None:
+    p = _add(
+        sub,
+        "healthcheck",
+        "exit 0 when the local publisher or worker answers /healthz",
+        "A container healthcheck: GETs /healthz of the process serving on PROFILESYNC_METRICS_PORT here\n"
+        "(127.0.0.1 when it listens on 0.0.0.0) and prints its answer.",
+        "metrics_port",
+        "metrics_host",
+    )
+    p.set_defaults(func=cmd_healthcheck)
+
+
+def _failed_command(sub: Any) -> None:
     p = _add(
         sub,
         "failed",
@@ -450,6 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_positive_int, default=100, help="jobs and events listed at most")
     p.set_defaults(func=cmd_failed)
 
+
+def _replay_command(sub: Any) -> None:
     p = _add(
         sub,
         "replay",
@@ -469,6 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("job_ids", nargs="*", default=[], metavar="JOB_ID", help="failed job ids")
     p.set_defaults(func=cmd_replay)
 
+
+def _demo_command(sub: Any) -> None:
     p = _add(
         sub,
         "demo",
@@ -484,6 +458,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1, help="seed of the signup mix")
     p.add_argument("--verbose", action="store_true", help="show INFO logs")
     p.set_defaults(func=cmd_demo)
+
+
+COMMANDS: tuple[Callable[[Any], None], ...] = (
+    _migrate_command,
+    _uninstall_command,
+    _publisher_command,
+    _worker_command,
+    _backfill_command,
+    _doctor_command,
+    _healthcheck_command,
+    _failed_command,
+    _replay_command,
+    _demo_command,
+)
+"""Each adds one subcommand to the parser, in the order `profilesync --help` lists them."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="profilesync",
+        description="A profile for every Supabase signup. `profilesync COMMAND --help` explains a command.",
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"profilesync {version('profilesync')}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_command in COMMANDS:
+        add_command(sub)
     return parser
 
 
@@ -505,9 +506,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except ConfigError as exc:  # a setting that cannot work (LISTEN through a transaction pooler): invalid
+        from profilesync.explain import explain
+
         print(f"profilesync: {explain(exc, settings)}", file=sys.stderr)
         return 2
     except Exception as exc:
+        from profilesync.explain import explain  # imports the database and Redis drivers: only when needed
+
         message = explain(exc, settings)
         if message is None:  # a bug, not an operator mistake: keep its traceback
             raise

@@ -2,18 +2,19 @@
 
 Each process registers only what it produces: the publisher its enqueued events and the outbox gauges, a
 worker its profiles, failed jobs and signup→profile latencies. Producing a figure costs a counter increment;
-anything that needs a query runs at scrape time, in the server's thread.
+anything that needs a query runs at scrape time, in the server's thread, cached (the outbox gauges). /healthz
+answers from the process's own state: no request opens a connection anywhere. One thread serves both, with a
+cap on connections and a read timeout (profilesync.httpserve).
 """
 
 from __future__ import annotations
 
 import os
-import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -28,6 +29,7 @@ from prometheus_client.registry import Collector
 
 from profilesync.config import Settings
 from profilesync.errors import ConfigError
+from profilesync.httpserve import Answer, BoundedHTTPServer
 from profilesync.logs import get_logger
 
 EVENTS_ENQUEUED = Counter(
@@ -82,22 +84,35 @@ def pool_registry() -> CollectorRegistry:
     return result
 
 
-def serve(settings: Settings, metrics: CollectorRegistry, health: HealthCheck) -> ThreadingHTTPServer | None:
+def serve(settings: Settings, metrics: CollectorRegistry, health: HealthCheck) -> BoundedHTTPServer | None:
     """Serve /metrics and /healthz in a daemon thread when PROFILESYNC_METRICS_PORT is set; None otherwise."""
     if settings.metrics_port is None:
         return None
     try:
-        address = (settings.metrics_host, settings.metrics_port)
-        server = ThreadingHTTPServer(address, _handler(metrics, health))
+        server = BoundedHTTPServer(
+            (settings.metrics_host, settings.metrics_port), _responder(metrics, health)
+        )
     except OSError as exc:
         raise ConfigError(
             f"cannot serve metrics on PROFILESYNC_METRICS_HOST:PROFILESYNC_METRICS_PORT "
             f"{settings.metrics_host}:{settings.metrics_port}: {exc.strerror or exc}"
         ) from exc
-    server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="profilesync-metrics", daemon=True).start()
     log.info("serving /metrics and /healthz", host=settings.metrics_host, port=server.server_address[1])
     return server
+
+
+def cached(check: HealthCheck, seconds: float, clock: Callable[[], float] = time.monotonic) -> HealthCheck:
+    """`check` run at most once per `seconds`; the answers in between repeat its last one."""
+    last: list[tuple[float, str | None]] = []
+
+    def answer() -> str | None:
+        now = clock()
+        if not last or now - last[0][0] >= seconds:
+            last[:] = [(now, check())]
+        return last[0][1]
+
+    return answer
 
 
 def one_line(exc: BaseException) -> str:
@@ -106,39 +121,27 @@ def one_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _handler(metrics: CollectorRegistry, health: HealthCheck) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
-            if path == "/metrics":
-                self._reply(200, generate_latest(metrics), CONTENT_TYPE_LATEST)
-            elif path == "/healthz":
-                try:
-                    reason = health()
-                except Exception as exc:  # a probe that broke is itself the reason
-                    reason = f"health check failed: {one_line(exc)}"
-                if reason is None:
-                    self._reply(200, b"ok\n")
-                else:
-                    self._reply(503, reason.encode() + b"\n")
-            else:
-                self._reply(404, b"not found: try /metrics or /healthz\n")
+_TEXT = "text/plain; charset=utf-8"
 
-        def _reply(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
 
-        def log_message(self, format: str, *args: object) -> None:
-            pass  # scrapes every few seconds would drown the process's own logs
+def _responder(metrics: CollectorRegistry, health: HealthCheck) -> Callable[[str], Answer]:
+    def respond(path: str) -> Answer:
+        if path == "/metrics":
+            return 200, generate_latest(metrics), CONTENT_TYPE_LATEST
+        if path == "/healthz":
+            try:
+                reason = health()
+            except Exception as exc:  # a probe that broke is itself the reason
+                reason = f"health check failed: {one_line(exc)}"
+            return (200, b"ok\n", _TEXT) if reason is None else (503, reason.encode() + b"\n", _TEXT)
+        return 404, b"not found: try /metrics or /healthz\n", _TEXT
 
-    return Handler
+    return respond
 
 
 def probe(settings: Settings) -> tuple[bool, str]:
-    """GET /healthz of the process serving on PROFILESYNC_METRICS_PORT here: (healthy, its answer)."""
+    """`profilesync healthcheck`: GET /healthz of the process serving on PROFILESYNC_METRICS_PORT here;
+    (healthy, its answer)."""
     if settings.metrics_port is None:
         return False, "PROFILESYNC_METRICS_PORT is not set"
     host = "127.0.0.1" if settings.metrics_host in ("0.0.0.0", "") else settings.metrics_host
@@ -150,14 +153,3 @@ def probe(settings: Settings) -> tuple[bool, str]:
         return False, exc.read().decode().strip()
     except OSError as exc:
         return False, f"{url}: {one_line(exc)}"
-
-
-def main() -> int:
-    """`python -m profilesync.metrics`: a container healthcheck; exit 0 when /healthz answers 200."""
-    healthy, answer = probe(Settings())
-    print(answer, file=sys.stdout if healthy else sys.stderr)
-    return 0 if healthy else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -14,6 +14,8 @@ from profilesync.backoff import Backoff
 from profilesync.config import DEFAULT_QUEUE, Settings
 
 # The job function, by dotted path: the publisher never imports the worker; renaming it breaks queued jobs.
+# Despite its name it brings profiles in step with auth.users: creates, updates (metadata policy) and scrubs
+# (soft-deleted users); the name stays because every queued job carries it.
 CREATE_PROFILES = "profilesync.worker.jobs.create_profiles"
 # The same job under the path it had while the worker was a top-level package: jobs queued by an older release
 # still run. Deprecated: accepted for one release, never enqueued.

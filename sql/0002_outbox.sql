@@ -2,7 +2,8 @@
 
 -- One row per signup, written in the signup's own transaction. The publisher claims rows (enqueued_at, job_id);
 -- create_profiles deletes them once the profile exists, so Postgres stays the source of truth even if Redis
--- loses every job.
+-- loses every job. Despite the name, a row means "bring this user's profile in step": the update trigger
+-- (0007_lifecycle.sql) writes one for every change the profile follows, soft deletes included.
 CREATE TABLE profile_sync.signup_events (
   id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
   user_id uuid NOT NULL,

@@ -1,6 +1,6 @@
 -- A cheaper signup path and polling that stays cheap under long-running transactions.
 --
--- What every signup pays (measured by the bench's M3 ablations, `python -m bench --only M3`):
+-- What every signup pays (measured by the bench's signup_cost ablations, `python -m bench --only signup_cost`):
 --   * one index fewer: the pending partial index is gone. The publisher reads pending events through the
 --     primary key from the last id it claimed (`id > cursor AND enqueued_at IS NULL`), so a snapshot held
 --     open for a long time (which keeps every retired event's index entry alive) no longer makes each poll

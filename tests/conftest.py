@@ -12,10 +12,17 @@ from profilesync.config import Settings
 from profilesync.devkit import discovery
 from tests.servers import DatabaseFactory, postgres_admin_url, redis_base_url
 
+TIER_DIRECTORIES = {"faults": pytest.mark.faults, "packaging": pytest.mark.packaging}
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Find the servers the selected tests will start before the first test runs: when one is missing, the
+    """Mark each test of tests/faults and tests/packaging with its tier (pyproject.toml's markers), and
+    find the servers the selected tests will start before the first test runs: when one is missing, the
     session ends with one line saying what to install (exit code 2), not an error per test."""
+    for item in items:
+        tier = TIER_DIRECTORIES.get(item.path.parent.name)
+        if tier is not None:
+            item.add_marker(tier)
     fixtures = {name for item in items for name in getattr(item, "fixturenames", ())}
     try:
         discovery.check(

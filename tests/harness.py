@@ -12,7 +12,6 @@ from typing import Any
 
 import psycopg
 from rq.serializers import JSONSerializer
-from rq.worker import SimpleWorker
 
 from profilesync.config import Settings
 from profilesync.devkit.postgrest import act_as as act_as
@@ -27,6 +26,14 @@ from profilesync.devkit.signups import insert_signup, make_signup
 from profilesync.publisher.service import Publisher
 from profilesync.queueing import connect_redis, profiles_queue
 from profilesync.worker import runtime
+from profilesync.worker.main import ProfileSyncWorker
+
+# Counts the tests read again and again: count(conn, QUERY, params).
+PENDING = "SELECT count(*) FROM profile_sync.signup_events WHERE enqueued_at IS NULL"  # not yet RQ jobs
+IDLE_PUBLISHERS = "SELECT count(*) FROM profile_sync.publishers WHERE idle"  # registered and LISTENing
+UNQUEUED = "SELECT count(*) FROM profile_sync.signup_events WHERE job_id IS NULL"  # not yet in an RQ job
+PROFILE_OF = "SELECT count(*) FROM public.user_profiles WHERE id = %s"  # params: (user id,)
+PROFILES_OF = "SELECT count(*) FROM public.user_profiles WHERE id = ANY(%s)"  # params: (list of user ids,)
 
 
 def signup(conn: psycopg.Connection[Any], kind: str = "email", **changes: Any) -> uuid.UUID:
@@ -70,8 +77,9 @@ def bulk_signup(conn: psycopg.Connection[Any], count: int) -> None:
 
 
 @contextmanager
-def running_publisher(settings: Settings) -> Iterator[Publisher]:
-    publisher = Publisher(settings)
+def running_publisher(settings: Settings, **options: Any) -> Iterator[Publisher]:
+    """A publisher in a thread of this process; `options` go to Publisher (on_wake)."""
+    publisher = Publisher(settings, **options)
     thread = threading.Thread(target=publisher.run, name="publisher", daemon=True)
     thread.start()
     try:
@@ -82,6 +90,23 @@ def running_publisher(settings: Settings) -> Iterator[Publisher]:
         assert not thread.is_alive(), "publisher did not stop"
 
 
+def publish_all(settings: Settings, conn: psycopg.Connection[Any]) -> None:
+    """Run a publisher until every signup event is an RQ job."""
+    with running_publisher(settings):
+        assert wait_for(
+            lambda: count(conn, "SELECT count(*) FROM profile_sync.signup_events WHERE job_id IS NULL") == 0
+        )
+
+
+def refuse_profiles(conn: psycopg.Connection[Any]) -> None:
+    """Make every profile insert fail (a CHECK constraint, like a broken app schema) until allow_profiles."""
+    conn.execute("ALTER TABLE public.user_profiles ADD CONSTRAINT no_profiles CHECK (false) NOT VALID")
+
+
+def allow_profiles(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("ALTER TABLE public.user_profiles DROP CONSTRAINT no_profiles")
+
+
 def drain_once(settings: Settings) -> int:
     """One publisher drain: pending events → RQ jobs."""
     with psycopg.connect(settings.database_url, autocommit=True) as work:
@@ -89,13 +114,13 @@ def drain_once(settings: Settings) -> int:
 
 
 def run_worker_burst(settings: Settings) -> None:
-    """Process every queued job in this process, then return."""
+    """Process every queued job in this process with the service's worker class, then return."""
     runtime.configure(settings)
     redis_conn = connect_redis(settings.redis_url)
     try:
-        SimpleWorker([profiles_queue(redis_conn)], connection=redis_conn, serializer=JSONSerializer).work(
-            burst=True, with_scheduler=False
-        )
+        ProfileSyncWorker(
+            [profiles_queue(redis_conn, settings.queue)], connection=redis_conn, serializer=JSONSerializer
+        ).work(burst=True, with_scheduler=False)
     finally:
         runtime.close()
         redis_conn.close()

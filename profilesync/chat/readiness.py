@@ -1,9 +1,9 @@
 """The readiness signal: one dedicated autocommit LISTEN connection per ChatService, serviced by one thread.
 
-The thread dispatches each `profile_sync_ready` NOTIFY to the in-process waiters of that user. It reconnects
-with backoff when the connection dies (profilesync.listen); once LISTENing again it asks every waiter to
-re-check, since notifications sent while nobody listened are lost. Any role may NOTIFY: a wake-up is only a
-hint, which the waiter checks.
+The thread dispatches each `profile_sync_ready` NOTIFY to the in-process waiter whose token it carries (an
+empty payload: to every waiter). It reconnects with backoff when the connection dies (profilesync.listen);
+once LISTENing again it asks every waiter to re-check, since notifications sent while nobody listened are
+lost. Any role may NOTIFY: a wake-up is only a hint, which the waiter checks.
 """
 
 from __future__ import annotations
@@ -128,9 +128,12 @@ class ReadinessListener:
                 last_heard = time.monotonic()
 
     def _dispatch(self, payload: str) -> None:
+        if payload == "":
+            self._registry.notify_all()
+            return
         try:
-            user_id = uuid.UUID(payload)
+            token = uuid.UUID(payload)
         except ValueError:
             self._malformed.seen(payload)
             return
-        self._registry.notify(user_id)
+        self._registry.notify(token)

@@ -17,7 +17,7 @@ from profilesync import db
 from profilesync.chat.errors import ProfileNotReadyError, UnknownUserError
 from profilesync.chat.model import Conversation, parse_user_id
 from profilesync.chat.readiness import ReadinessListener
-from profilesync.chat.waiters import WaiterRegistry, Wake
+from profilesync.chat.waiters import Waiter, WaiterRegistry, Wake
 from profilesync.config import Settings
 from profilesync.logs import get_logger
 
@@ -27,8 +27,18 @@ _INSERT = """
 INSERT INTO public.chat_conversations (user_id, title) VALUES (%s, %s)
 RETURNING id, user_id, title, created_at
 """
-_WATCH = "SELECT state, waiter_id FROM profile_sync.watch_profile(%s, %s, %s)"
-_UNWATCH = "SELECT profile_sync.unwatch_profiles(%s)"
+# The wait, one round trip each: register (committed before the re-check, see sql/0011_readiness.sql),
+# re-check once the profile inserts in flight have ended, and at the end: the conversation's insert that also
+# removes the registrations (rolled back with it on 23503), or the profile's state that removes them.
+_WATCH = "SELECT profile_sync.watch_profile(%s, %s, %s)"
+_RECHECK = "SELECT profile_sync.recheck_profile(%s, %s)"
+_INSERT_UNWATCHING = """
+WITH unwatched AS (SELECT profile_sync.unwatch_profiles(%(tokens)s::uuid[]))
+INSERT INTO public.chat_conversations (user_id, title) SELECT %(user_id)s, %(title)s FROM unwatched
+RETURNING id, user_id, title, created_at
+"""
+_STATE_UNWATCHING = "SELECT profile_sync.profile_state(%s), profile_sync.unwatch_profiles(%s::uuid[])"
+_UNWATCH = "SELECT profile_sync.unwatch_profiles(%s::uuid[])"
 _STATE = "SELECT profile_sync.profile_state(%s)"
 # The inline fallback, with a bound on its lock waits set first in the same statement (the function's argument
 # depends on it) and for that statement's transaction only: one round trip.
@@ -43,9 +53,11 @@ class ChatService:
     """Conversations for users whose profile a worker creates asynchronously after signup.
 
     `create_conversation` inserts first: when the profile exists that single INSERT is the whole cost. When
-    the insert hits the foreign key (SQLSTATE 23503), it waits for the profile on the `profile_sync_ready`
-    readiness signal (a NOTIFY from the user_profiles insert trigger, whoever inserts the profile), at most
-    `settings.chat_wait_timeout` seconds, then retries the insert. If the profile is still missing:
+    the insert hits the foreign key (SQLSTATE 23503), it registers a random token for the user and waits for
+    the profile on the `profile_sync_ready` readiness signal (a NOTIFY carrying that token, from the
+    user_profiles insert trigger, whoever inserts the profile), at most `settings.chat_wait_timeout` seconds.
+    At the deadline it reads where the profile stands: one that exists by then gets its conversation. If the
+    profile is still missing:
 
     - `chat_fallback="create"`: creates the profile inline with `profile_sync.create_profiles` (idempotent,
       the worker's own mapping of auth metadata; the worker's job then finds it and does nothing), inserts;
@@ -62,8 +74,9 @@ class ChatService:
     connections surface as psycopg.OperationalError.
 
     Every statement runs in autocommit (set on the borrowed pool connection and restored), so the fast path
-    is one round trip. Waiting holds no pool connection: callers block on an in-process Event, all woken by
-    one LISTEN connection and thread per service. Use as a context manager, or call close().
+    is one round trip. Waiting holds no pool connection (except while the re-check after registering waits
+    for profile inserts already in flight): callers block on an in-process Event, all woken by one LISTEN
+    connection and thread per service. Use as a context manager, or call close().
     """
 
     def __init__(self, pool: ConnectionPool[Any], settings: Settings) -> None:
@@ -97,8 +110,17 @@ class ChatService:
             return conversation
 
         started = time.monotonic()
+        state = None
         if self._timeout > 0:
-            conversation = self._wait_and_insert(uid, title, started + self._timeout)
+            with self._registry.watch() as waiter:
+                try:
+                    conversation = self._wait_and_insert(waiter, uid, title, started + self._timeout)
+                    if conversation is None:  # the deadline: where does the profile stand now?
+                        state = self._state(uid, unwatch=waiter.tokens)
+                        waiter.tokens.clear()
+                finally:
+                    if waiter.tokens:  # an error left registrations behind
+                        self._unwatch(waiter.tokens)
             if conversation is not None:
                 log.debug(
                     "conversation created after waiting for the profile",
@@ -106,7 +128,7 @@ class ChatService:
                     waited_ms=round((time.monotonic() - started) * 1000, 1),
                 )
                 return conversation
-        return self._after_timeout(uid, title)
+        return self._after_timeout(uid, title, state)
 
     # -- steps, one round trip each --------------------------------------------------------------------------
 
@@ -127,86 +149,104 @@ class ChatService:
             db.raise_if_denied(exc, "the chat service runs as the migrations' owner or service_role")
             raise
 
-    def _insert(self, user_id: uuid.UUID, title: str | None) -> Conversation | None:
-        """The conversation, or None when the profile does not exist (yet)."""
+    def _insert(
+        self, user_id: uuid.UUID, title: str | None, unwatch: list[uuid.UUID] | None = None
+    ) -> Conversation | None:
+        """The conversation, or None when the profile does not exist (yet). With `unwatch`, the same statement
+        removes those registrations (kept when the insert fails)."""
         try:
             with self._connection() as conn:
-                row = conn.execute(_INSERT, (user_id, title)).fetchone()
+                if unwatch:
+                    params = {"tokens": unwatch, "user_id": user_id, "title": title}
+                    row = conn.execute(_INSERT_UNWATCHING, params).fetchone()
+                else:
+                    row = conn.execute(_INSERT, (user_id, title)).fetchone()
         except errors.ForeignKeyViolation:
             return None
         assert row is not None
         return Conversation(*row)
 
-    def _wait_and_insert(self, user_id: uuid.UUID, title: str | None, deadline: float) -> Conversation | None:
+    def _wait_and_insert(
+        self, waiter: Waiter, user_id: uuid.UUID, title: str | None, deadline: float
+    ) -> Conversation | None:
         """The conversation once the profile exists; None at the deadline; UnknownUserError for no such user.
 
-        Register in-process first, then in the database (which re-checks), then block: a profile that appears
-        at any point is either seen by the re-check or announced by NOTIFY. A wake-up is only a hint (any role
-        may NOTIFY profile_sync_ready): the insert decides, and a false one goes back to waiting. Whatever
-        happens, registrations still in the database are removed before returning.
+        Register (a new token per LISTEN session), then re-check once the profile inserts in flight have
+        ended, then block: a profile that appears at any point is either seen by the re-check or announced by
+        NOTIFY. A wake-up is only a hint (any role may NOTIFY profile_sync_ready): the insert decides, and a
+        false one goes back to waiting. The conversation's insert removes the registrations (waiter.tokens);
+        on any other way out they are left to the caller.
         """
-        registered: list[int] = []
         session = None
-        with self._registry.watch(user_id) as waiter:
-            try:
-                while True:
-                    current = self._listener.current(deadline - time.monotonic())
-                    if current is None:
-                        return None
-                    ready = False
-                    if current != session:  # first round, or the LISTEN connection was replaced
-                        session = current
-                        state, waiter_id = self._watch(user_id, session.backend_pid, deadline)
-                        if state == "unknown":
-                            raise UnknownUserError(str(user_id))
-                        if waiter_id is not None:
-                            registered.append(waiter_id)
-                        elif state != "ready":
-                            return None  # the deadline passed while waiting for in-flight profile inserts
-                        ready = state == "ready"
-                    if not ready:
-                        wake = waiter.wait(deadline - time.monotonic())
-                        if wake is Wake.TIMEOUT:
-                            return None
-                        ready = wake is Wake.READY  # RECHECK: a LISTEN session started; re-register with it
-                    if ready:
-                        conversation = self._insert(user_id, title)
-                        if conversation is not None:
-                            registered.clear()  # the profile's insert unregistered this user's waiters
-                            return conversation
-            finally:
-                if registered:
-                    self._unwatch(registered)
+        while True:
+            current = self._listener.current(deadline - time.monotonic())
+            if current is None:
+                return None
+            ready = False
+            if current != session:  # first round, or the LISTEN connection was replaced
+                session = current
+                state: str | None = self._watch(user_id, session.backend_pid, waiter)
+                if state == "pending":
+                    state = self._recheck(user_id, deadline)
+                if state == "unknown":
+                    raise UnknownUserError(str(user_id))
+                if state is None:
+                    return None  # the deadline passed while waiting for profile inserts in flight
+                ready = state == "ready"
+            if not ready:
+                wake = waiter.wait(deadline - time.monotonic())
+                if wake is Wake.TIMEOUT:
+                    return None
+                ready = wake is Wake.READY  # RECHECK: a LISTEN session started; re-register with it
+            if ready:
+                conversation = self._insert(user_id, title, unwatch=waiter.tokens)
+                if conversation is not None:
+                    waiter.tokens.clear()  # removed by the insert
+                    return conversation
 
-    def _watch(self, user_id: uuid.UUID, listener_pid: int, deadline: float) -> tuple[str, int | None]:
+    def _watch(self, user_id: uuid.UUID, listener_pid: int, waiter: Waiter) -> str:
+        token = waiter.new_token()  # routed before it is registered: no NOTIFY for it can come first
+        with self._connection() as conn:
+            row = conn.execute(_WATCH, (user_id, listener_pid, token)).fetchone()
+        assert row is not None
+        if row[0] != "pending":  # nothing registered under it
+            waiter.tokens.remove(token)
+        return str(row[0])
+
+    def _recheck(self, user_id: uuid.UUID, deadline: float) -> str | None:
+        """The profile's state once the inserts in flight have ended; None if that takes past the deadline."""
         lock_timeout_ms = max(1, int((deadline - time.monotonic()) * 1000))
         try:
             with self._connection() as conn:
-                row = conn.execute(_WATCH, (user_id, listener_pid, lock_timeout_ms)).fetchone()
+                row = conn.execute(_RECHECK, (user_id, lock_timeout_ms)).fetchone()
         except errors.LockNotAvailable:
-            return "pending", None
+            return None
         assert row is not None
-        return row[0], row[1]
+        return str(row[0])
 
-    def _unwatch(self, waiter_ids: list[int]) -> None:
-        try:
-            with self._connection() as conn:
-                conn.execute(_UNWATCH, (waiter_ids,))
-        except errors.LockNotAvailable:  # unwatch_profiles' own lock_timeout (0005): a profile insert holds
-            log.warning("waiter rows left for their profile's insert to remove", waiters=len(waiter_ids))
+    def _state(self, user_id: uuid.UUID, unwatch: list[uuid.UUID]) -> str:
+        with self._connection() as conn:
+            if unwatch:
+                row = conn.execute(_STATE_UNWATCHING, (user_id, unwatch)).fetchone()
+            else:
+                row = conn.execute(_STATE, (user_id,)).fetchone()
+        return str(row[0]) if row else "unknown"
 
-    def _after_timeout(self, user_id: uuid.UUID, title: str | None) -> Conversation:
-        if self._fallback == "create":
-            self._create_profile(user_id, budget=self._fallback_budget)
-        else:
-            with self._connection() as conn:
-                state_row = conn.execute(_STATE, (user_id,)).fetchone()
-            state = state_row[0] if state_row else "unknown"
-            if state == "unknown":
-                raise UnknownUserError(str(user_id))
-            if state == "pending":
+    def _unwatch(self, tokens: list[uuid.UUID]) -> None:
+        with self._connection() as conn:
+            conn.execute(_UNWATCH, (tokens,))
+
+    def _after_timeout(self, user_id: uuid.UUID, title: str | None, state: str | None) -> Conversation:
+        """After the wait (`state`: the profile's state read at its end, None without a wait)."""
+        if state is None and self._fallback == "error":
+            state = self._state(user_id, unwatch=[])
+        if state == "unknown":
+            raise UnknownUserError(str(user_id))
+        if state != "ready":
+            if self._fallback == "error":
                 log.warning("profile not ready", user_id=str(user_id), timeout=self._timeout)
                 raise ProfileNotReadyError(f"user {user_id}, waited {self._timeout:g}s")
+            self._create_profile(user_id, budget=self._fallback_budget)
         conversation = self._insert(user_id, title)
         if conversation is None:  # the profile vanished again: the user was deleted meanwhile
             raise UnknownUserError(str(user_id))

@@ -1,4 +1,9 @@
-"""In-process waiters: callers block on an Event each; the LISTEN thread wakes them by user id."""
+"""In-process waiters: callers block on an Event each; the LISTEN thread wakes them by token.
+
+A token is the opaque random value a waiter registers in the database (profile_sync.profile_waiters) and the
+readiness NOTIFY carries back: the channel, readable by any session, never names the user. A waiter takes a
+new token for every registration (one per LISTEN session it registers with).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from contextlib import contextmanager
 
 
 class Wake(enum.Enum):
-    READY = "ready"  # a NOTIFY said the profile exists (a hint: any role may NOTIFY)
+    READY = "ready"  # a NOTIFY said the profile may exist (a hint: any role may NOTIFY)
     RECHECK = "recheck"  # the LISTEN connection was (re)established: wake-ups may have been missed
     TIMEOUT = "timeout"
 
@@ -18,12 +23,20 @@ class Wake(enum.Enum):
 class Waiter:
     """One blocked caller. Each wake-up is consumed by the wait that returns it (READY before RECHECK)."""
 
-    def __init__(self, user_id: uuid.UUID) -> None:
-        self.user_id = user_id
+    def __init__(self, registry: WaiterRegistry) -> None:
+        self._registry = registry
         self._lock = threading.Lock()
         self._event = threading.Event()
         self._ready = False
         self._recheck = False
+        self.tokens: list[uuid.UUID] = []  # every token registered for this wait, oldest first
+
+    def new_token(self) -> uuid.UUID:
+        """A fresh token, already routed to this waiter (register it in the database after this)."""
+        token = uuid.uuid4()
+        self._registry.route(token, self)
+        self.tokens.append(token)
+        return token
 
     def wake(self, ready: bool) -> None:
         with self._lock:
@@ -50,30 +63,43 @@ class Waiter:
 
 
 class WaiterRegistry:
-    """The waiters of one ChatService, by user id. Thread-safe."""
+    """The waiters of one ChatService and their tokens. Thread-safe."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._by_user: dict[uuid.UUID, set[Waiter]] = {}
+        self._waiters: set[Waiter] = set()
+        self._by_token: dict[uuid.UUID, Waiter] = {}
 
     @contextmanager
-    def watch(self, user_id: uuid.UUID) -> Iterator[Waiter]:
-        waiter = Waiter(user_id)
+    def watch(self) -> Iterator[Waiter]:
+        waiter = Waiter(self)
         with self._lock:
-            self._by_user.setdefault(user_id, set()).add(waiter)
+            self._waiters.add(waiter)
         try:
             yield waiter
         finally:
             with self._lock:
-                waiters = self._by_user[user_id]
-                waiters.discard(waiter)
-                if not waiters:
-                    del self._by_user[user_id]
+                self._waiters.discard(waiter)
+                for token in waiter.tokens:
+                    self._by_token.pop(token, None)
 
-    def notify(self, user_id: uuid.UUID) -> int:
-        """Wake the waiters of this user's profile; returns how many were woken."""
+    def route(self, token: uuid.UUID, waiter: Waiter) -> None:
         with self._lock:
-            waiters = list(self._by_user.get(user_id, ()))
+            self._by_token[token] = waiter
+
+    def notify(self, token: uuid.UUID) -> bool:
+        """Wake the waiter that registered this token; False when no current waiter did."""
+        with self._lock:
+            waiter = self._by_token.get(token)
+        if waiter is not None:
+            waiter.wake(ready=True)
+        return waiter is not None
+
+    def notify_all(self) -> int:
+        """Wake every current waiter to check its profile (a profile insert that could not tell whom it
+        concerns); returns how many."""
+        with self._lock:
+            waiters = list(self._waiters)
         for waiter in waiters:
             waiter.wake(ready=True)
         return len(waiters)
@@ -81,11 +107,11 @@ class WaiterRegistry:
     def recheck_all(self) -> int:
         """Ask every current waiter to re-register and re-check (after a LISTEN (re)connect)."""
         with self._lock:
-            waiters = [w for group in self._by_user.values() for w in group]
+            waiters = list(self._waiters)
         for waiter in waiters:
             waiter.wake(ready=False)
         return len(waiters)
 
     def __len__(self) -> int:
         with self._lock:
-            return sum(len(group) for group in self._by_user.values())
+            return len(self._waiters)

@@ -195,12 +195,19 @@ def run_demo(options: DemoOptions, base: Settings, out: TextIO = sys.stdout) -> 
 def _run(
     options: DemoOptions, settings: Settings, logdir: Path, stack: ExitStack, out: TextIO, started: float
 ) -> int:
-    from psycopg_pool import ConnectionPool
+    """Migrate, start the processes, run the load while showing progress, then verify and report."""
+    _migrate(settings, logdir, out)
+    outcome = Outcome(target=options.users)
+    processes, queue, monitor = _start_pipeline(options, settings, logdir, stack, outcome, out)
+    load_thread = _start_load(options, settings, stack, outcome)
+    _show_progress(options, processes, monitor, queue, outcome, load_thread, started, out)
+    outcome.process_exit_codes.update(processes.stop())
+    return _verify(monitor, queue, outcome, logdir, started, out)
 
+
+def _migrate(settings: Settings, logdir: Path, out: TextIO) -> None:
     from profilesync import db
-    from profilesync.chat import ChatService
     from profilesync.migrate import migrate
-    from profilesync.queueing import connect_redis, profiles_queue
 
     with db.connect(settings.database_url, autocommit=True) as conn:
         applied = migrate(conn, dev_auth_stub=True)
@@ -208,6 +215,14 @@ def _run(
         f"PostgreSQL {settings.database_url}, Redis {settings.redis_url}: migrated ({len(applied)} "
         f"migrations, dev auth stub); process logs in {logdir} (kept if the demo fails)\n"
     )
+
+
+def _start_pipeline(
+    options: DemoOptions, settings: Settings, logdir: Path, stack: ExitStack, outcome: Outcome, out: TextIO
+) -> tuple[Children, Any, psycopg.Connection[Any]]:
+    """The publisher and workers as child processes, ready; the queue and a monitoring connection."""
+    from profilesync import db
+    from profilesync.queueing import connect_redis, profiles_queue
 
     env = {
         **os.environ,
@@ -218,7 +233,6 @@ def _run(
         "PROFILESYNC_LOG_FORMAT": "json",
     }
     processes = Children(env, logdir)
-    outcome = Outcome(target=options.users)
     stack.callback(lambda: outcome.process_exit_codes.update(processes.stop()))
     processes.start("publisher", "publisher")
     for n in range(options.workers):
@@ -236,6 +250,16 @@ def _run(
         f"simulating {options.users} signups\n"
     )
     out.flush()
+    return processes, queue, monitor
+
+
+def _start_load(
+    options: DemoOptions, settings: Settings, stack: ExitStack, outcome: Outcome
+) -> threading.Thread:
+    """The simulated users' thread: signups as the auth server inserts them, each followed by a chat."""
+    from psycopg_pool import ConnectionPool
+
+    from profilesync.chat import ChatService
 
     signup_pool = ConnectionPool(
         settings.database_url,
@@ -256,7 +280,20 @@ def _run(
     load_thread = threading.Thread(target=load.run, name="demo-load", daemon=True)
     stack.callback(load.stop.set)
     load_thread.start()
+    return load_thread
 
+
+def _show_progress(
+    options: DemoOptions,
+    processes: Children,
+    monitor: psycopg.Connection[Any],
+    queue: Any,
+    outcome: Outcome,
+    load_thread: threading.Thread,
+    started: float,
+    out: TextIO,
+) -> None:
+    """The live progress line, until every signup has its profile or `timeout` after the last signup."""
     line = StatusLine(out, plain_every=2.0)
     deadline: float | None = None
     while True:
@@ -274,7 +311,11 @@ def _run(
         time.sleep(0.2)
     line.finish(format_progress(_sample(monitor, queue, outcome, started)))
 
-    outcome.process_exit_codes.update(processes.stop())
+
+def _verify(
+    monitor: psycopg.Connection[Any], queue: Any, outcome: Outcome, logdir: Path, started: float, out: TextIO
+) -> int:
+    """The verification report and the summary; 0 when nothing went wrong (the logs are then removed)."""
     outcome.profile_ms = [row[0] for row in monitor.execute(_PROFILE_LATENCIES)]
     row = monitor.execute("SELECT count(*) FROM public.chat_conversations").fetchone()
     outcome.conversations = int(row[0]) if row else 0

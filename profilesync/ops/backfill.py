@@ -44,8 +44,7 @@ WITH batch AS (
 )
 SELECT (SELECT b.id FROM batch b ORDER BY b.id DESC LIMIT 1),
        (SELECT count(*) FROM batch),
-       (SELECT count(*) FROM inserted),
-       (SELECT i.user_id FROM inserted i LIMIT 1)
+       (SELECT count(*) FROM inserted)
 """
 _OUT_OF_STEP = """
   CASE WHEN b.deleted_at IS NULL
@@ -175,9 +174,9 @@ def record_missing(
             else:
                 row = conn.execute(_NEXT_CHUNK, {"after": after, "limit": chunk_size}).fetchone()
             assert row is not None
-            last_id, in_chunk, inserted, sample_id = row
+            last_id, in_chunk, inserted = row
             if inserted:
-                conn.execute("SELECT pg_notify(%s, %s)", (SIGNUP_CHANNEL, str(sample_id)))
+                conn.execute("SELECT pg_notify(%s, '')", (SIGNUP_CHANNEL,))  # the wake-up carries nothing
         if last_id is None:
             break
         after = last_id

@@ -20,7 +20,6 @@ TABLES = (
     "profile_sync.signup_events",
     "profile_sync.publishers",
     "profile_sync.profile_waiters",
-    "profile_sync.readiness_barrier",
 )
 FUNCTIONS = (
     "profile_sync.on_auth_user_created()",
@@ -29,8 +28,10 @@ FUNCTIONS = (
     "profile_sync.create_profiles(uuid[])",
     "profile_sync.on_user_profiles_inserted()",
     "profile_sync.profile_state(uuid)",
-    "profile_sync.watch_profile(uuid, integer, integer)",
-    "profile_sync.unwatch_profiles(bigint[])",
+    "profile_sync.readiness_class(uuid)",
+    "profile_sync.watch_profile(uuid, integer, uuid)",
+    "profile_sync.recheck_profile(uuid, integer)",
+    "profile_sync.unwatch_profiles(uuid[])",
     "profile_sync.forget_dead_profile_waiters()",
     "profile_sync.record_unrecorded_users(uuid, integer)",
     "profile_sync.profile_gap()",

@@ -63,7 +63,7 @@ WITH reset AS (
   WHERE failed_at IS NOT NULL
   RETURNING user_id
 )
-SELECT count(*), (SELECT r.user_id::text FROM reset r LIMIT 1) FROM reset
+SELECT count(*) FROM reset
 """
 
 
@@ -75,9 +75,9 @@ def reset_failed_events(conn: psycopg.Connection[Any]) -> int:
     with conn.transaction():
         row = conn.execute(_RESET_FAILED_EVENTS).fetchone()
         assert row is not None
-        reset, sample_user = int(row[0]), row[1]
+        reset = int(row[0])
         if reset:
-            conn.execute("SELECT pg_notify('profile_sync_signup', %s)", (sample_user,))
+            conn.execute("SELECT pg_notify('profile_sync_signup', '')")  # the wake-up carries nothing
     log.info("failed signup events reset", events=reset)
     return reset
 

@@ -62,3 +62,16 @@ def emit(directory: Path) -> list[Path]:
         path.write_text(render(migration), encoding="utf-8")
         written.append(path)
     return written
+
+
+def format_emitted(written: list[Path]) -> str:
+    """The files written, then how to apply them (or record them where `profilesync migrate` ran)."""
+    versions = " ".join(path.name.split("_", 1)[0] for path in written)
+    return "\n".join(
+        [
+            *map(str, written),
+            f"wrote {len(written)} Supabase migration file(s); apply them with `supabase db push`. "
+            "On a database that `profilesync migrate` already set up, record them instead: "
+            f"supabase migration repair --status applied {versions}",
+        ]
+    )

@@ -212,3 +212,8 @@ def _drop_role(conn: psycopg.Connection[Any], role: str, result: Uninstalled) ->
         result.kept.append(f"role {role}: this role may not drop it (an administrator runs DROP ROLE {role})")
     else:
         result.removed.append(f"role {role}")
+
+
+def format_result(result: Uninstalled) -> str:
+    lines = [f"removed {line}" for line in result.removed] or ["nothing of profilesync's was installed"]
+    return "\n".join([*lines, *(f"kept {line}" for line in result.kept)])

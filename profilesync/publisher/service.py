@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -89,10 +90,19 @@ _ANNOUNCE = "SELECT profile_sync.announce_publisher(%s, %s)"
 
 
 class Publisher:
-    def __init__(self, settings: Settings, stop: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        stop: threading.Event | None = None,
+        *,
+        on_wake: Callable[[], None] | None = None,
+    ) -> None:
+        """`on_wake` is called each time the publisher stops waiting for a NOTIFY (one came, the safety
+        deadline passed, or stop), before the drain that follows: a timing hook (the bench's stages)."""
         self.listen_url = listen.listen_url(settings)
         self.settings = settings
         self.stop = stop or threading.Event()
+        self.on_wake = on_wake
         self.enqueued_total = 0
         self._last_event = 0.0  # monotonic time of the last wake-up that found events
         self._down: str | None = "not connected yet"  # why the publisher is unhealthy, None when it is not
@@ -186,6 +196,8 @@ class Publisher:
                 found = self.drain(work, redis_conn)
             if found == 0:
                 self._wait_for_notify(listener, until=next_safety)
+                if self.on_wake is not None:
+                    self.on_wake()
                 found = self.drain(work, redis_conn)  # still announced idle: nothing before the claim
             if found and self._steady(found):
                 # A stream: stop the signups' NOTIFYs (a cluster-wide lock at their commit) and poll instead.

@@ -1,6 +1,6 @@
 """RQ's per-job bookkeeping in fewer Redis round trips, with the same keys and values.
 
-A SimpleWorker spends about 20 round trips on a job (measured by the bench, M6): its worker heartbeat is three
+A SimpleWorker spends about 20 round trips on a job (the bench's `worker` metric): its heartbeat is three
 separate commands and runs three times per job (around the dequeue and after the job), and it writes its state
 as "idle" twice. Mixed in before RQ's worker class, this sends each heartbeat as one pipeline, skips those
 that would not move the worker key's expiry (one was sent less than a second ago with at least that TTL), and

@@ -78,7 +78,7 @@ def _sync(ids: list[uuid.UUID], settings: Settings) -> profiles.Outcome:
     backoff = Backoff(RETRY_FIRST, RETRY_MAX)
     while True:
         try:
-            return profiles.create_profiles(
+            outcome = profiles.create_profiles(
                 runtime.connection(),
                 ids,
                 settings.metadata_policy,
@@ -96,6 +96,9 @@ def _sync(ids: list[uuid.UUID], settings: Settings) -> profiles.Outcome:
             )
             runtime.release()  # a broken connection is replaced by the next runtime.connection()
             time.sleep(delay)
+        else:
+            runtime.LIVENESS.reached(runtime.DATABASE)
+            return outcome
 
 
 def _fail_permanently(message: str) -> None:

@@ -20,8 +20,8 @@ from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
-import psycopg
 import redis
+from redis.client import Pipeline
 from rq.executions import Execution
 from rq.job import Job
 from rq.queue import Queue
@@ -29,7 +29,7 @@ from rq.serializers import JSONSerializer
 from rq.worker import BaseWorker, SimpleWorker
 from rq.worker_pool import WorkerPool
 
-from profilesync import db, metrics
+from profilesync import metrics
 from profilesync.backoff import Backoff
 from profilesync.config import Settings
 from profilesync.errors import ProfileSyncError
@@ -41,6 +41,8 @@ from profilesync.worker.bookkeeping import FewerRoundTrips
 log = get_logger(__name__)
 
 FIRST_RETRY = 0.5  # seconds before the first restart after RQ left its loop
+DATABASE_PROBE_INTERVAL = 5.0  # seconds without a job's database contact before a heartbeat checks it
+POOL_HEALTH_CACHE = 2.0  # seconds a pool's /healthz answer is reused (it reads the registrations in Redis)
 # What a job may run, by the name it carries: looked up here, never imported from Redis content.
 ALLOWED: dict[str, Callable[..., Any]] = {
     CREATE_PROFILES: jobs.create_profiles,
@@ -80,7 +82,26 @@ class AllowListedJob(Job):
         return None
 
 
-class ProfileSyncWorker(FewerRoundTrips, SimpleWorker):
+class PromptExit:
+    """Mixed in before an RQ worker class: its command listener exits on the UNSUBSCRIBE reply instead of 60 s
+    later."""
+
+    pubsub_thread: Any
+
+    def unsubscribe(self) -> None:
+        """Let RQ's command listener exit on the UNSUBSCRIBE reply instead of 60 s later.
+
+        The listener thread reads with a 60 s timeout; RQ sends UNSUBSCRIBE, then stops the thread (redis-py's
+        `stop()` waits for it to exit). The reply usually wakes the read before the stop, the thread reads
+        again, and every stop or `--burst` exit waited out that read. Its run flag cleared first (without
+        `stop()`'s wait: nothing would wake the read yet), the reply's wake-up is the thread's last read.
+        """
+        if self.pubsub_thread is not None:
+            self.pubsub_thread._running.clear()
+        super().unsubscribe()  # type: ignore[misc]
+
+
+class ProfileSyncWorker(FewerRoundTrips, PromptExit, SimpleWorker):
     """Remembers whether it was asked to stop: RQ also leaves its loop, quietly, when Redis goes away.
 
     Built by RQ's worker pool and by `rq worker -w` too, so its maintenance defaults come from the Settings,
@@ -106,6 +127,18 @@ class ProfileSyncWorker(FewerRoundTrips, SimpleWorker):
         finally:
             runtime.release()  # success, failure or RQ's timeout: never keep a busy connection
 
+    def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
+        """RQ's heartbeat, run by its loop between jobs: records the contact with Redis and, when no job
+        reached PostgreSQL lately, checks that too (runtime.LIVENESS, read by /healthz)."""
+        try:
+            super().heartbeat(timeout, pipeline)
+        except redis.RedisError as exc:
+            runtime.LIVENESS.failed(runtime.REDIS, metrics.one_line(exc))
+            raise
+        runtime.LIVENESS.reached(runtime.REDIS)
+        if pipeline is None:
+            runtime.probe_database(max_quiet=DATABASE_PROBE_INTERVAL)
+
     def handle_job_failure(self, job: Any, queue: Any, *args: Any, **kwargs: Any) -> None:
         metrics.JOBS_FAILED.inc()
         super().handle_job_failure(job, queue, *args, **kwargs)
@@ -113,18 +146,6 @@ class ProfileSyncWorker(FewerRoundTrips, SimpleWorker):
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
         self.stop_signalled = True
         super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
-
-    def unsubscribe(self) -> None:
-        """Let RQ's command listener exit on the UNSUBSCRIBE reply instead of 60 s later.
-
-        The listener thread reads with a 60 s timeout; RQ sends UNSUBSCRIBE, then stops the thread (redis-py's
-        `stop()` waits for it to exit). The reply usually wakes the read before the stop, the thread reads
-        again, and every stop or `--burst` exit waited out that read. Its run flag cleared first (without
-        `stop()`'s wait: nothing would wake the read yet), the reply's wake-up is the thread's last read.
-        """
-        if self.pubsub_thread is not None:
-            self.pubsub_thread._running.clear()
-        super().unsubscribe()  # type: ignore[no-untyped-call]
 
 
 def _make_worker(settings: Settings, name: str | None) -> ProfileSyncWorker:
@@ -149,7 +170,7 @@ def run(settings: Settings, *, burst: bool = False, name: str | None = None) -> 
     worked = False
     backoff = Backoff(FIRST_RETRY, settings.reconnect_max_delay)
     current: list[ProfileSyncWorker] = []
-    metrics.serve(settings, metrics.registry(WORKER_METRICS), _health(settings, lambda: current[-1:]))
+    metrics.serve(settings, metrics.registry(WORKER_METRICS), _health(settings, current))
     try:
         while True:
             started = time.monotonic()
@@ -159,6 +180,7 @@ def run(settings: Settings, *, burst: bool = False, name: str | None = None) -> 
                 current[:] = [worker]
                 worked |= bool(worker.work(burst=burst, with_scheduler=True, logging_level=level))
             except redis.RedisError as exc:  # Redis down at start, or RQ's own teardown while it is down
+                runtime.LIVENESS.failed(runtime.REDIS, metrics.one_line(exc))
                 log.warning("worker lost Redis", error=str(exc))
             finally:
                 if worker is not None:
@@ -205,28 +227,38 @@ def run_pool(settings: Settings, processes: int, *, burst: bool = False) -> None
         mine = [w for w in found if w.name in names]
         return mine if len(mine) == len(names) == processes else []
 
-    metrics.serve(settings, metrics.pool_registry(), _health(settings, workers))
+    metrics.serve(
+        settings, metrics.pool_registry(), metrics.cached(_pool_health(settings, workers), POOL_HEALTH_CACHE)
+    )
     try:
         pool.start(burst=burst, logging_level=settings.log_level.upper())
     finally:
         redis_conn.close()
 
 
-def _health(settings: Settings, workers: Callable[[], Iterable[BaseWorker]]) -> metrics.HealthCheck:
-    """/healthz of a worker process: the database and Redis answer, every worker's heartbeat is recent."""
+def _health(settings: Settings, current: list[ProfileSyncWorker]) -> metrics.HealthCheck:
+    """/healthz of a worker process, from its own state: when its loop last reached PostgreSQL and Redis
+    (runtime.LIVENESS: jobs and heartbeats record it, a heartbeat checks the database when no job did)."""
+
+    def check() -> str | None:
+        if not current:
+            return "worker not started yet"
+        return runtime.LIVENESS.problem(max_age=current[-1].worker_ttl + settings.job_timeout)
+
+    return check
+
+
+def _pool_health(settings: Settings, workers: Callable[[], Iterable[BaseWorker]]) -> metrics.HealthCheck:
+    """/healthz of a pool's own process: Redis answers and every worker's heartbeat is recent (each worker
+    checks its own database contact between jobs; `profilesync doctor` checks the whole pipeline)."""
     probe = connect_redis(settings.redis_url)
 
     def check() -> str | None:
         try:
-            with db.connect(settings.database_url, application_name="profilesync-health") as conn:
-                conn.execute("SELECT 1")
-        except psycopg.Error as exc:
-            return f"database: {metrics.one_line(exc)}"
-        try:
             probe.ping()
+            found = list(workers())
         except redis.RedisError as exc:
             return f"redis: {metrics.one_line(exc)}"
-        found = list(workers())
         if not found:
             return "worker not registered in Redis yet"
         for worker in found:

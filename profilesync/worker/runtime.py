@@ -1,4 +1,5 @@
-"""Per-process state of a worker: its Settings and one persistent PostgreSQL connection."""
+"""Per-process state of a worker: its Settings, one persistent PostgreSQL connection, and what its loop last
+heard from PostgreSQL and Redis (LIVENESS, for /healthz)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,15 @@ import psycopg
 
 from profilesync import db
 from profilesync.config import Settings
+from profilesync.liveness import Liveness
 from profilesync.logs import get_logger
+from profilesync.metrics import one_line
 
 log = get_logger(__name__)
+
+DATABASE = "database"
+REDIS = "redis"
+LIVENESS = Liveness((DATABASE, REDIS))
 
 _settings: Settings | None = None
 _conn: psycopg.Connection[Any] | None = None
@@ -56,3 +63,18 @@ def close() -> None:
     if _conn is not None:
         _conn.close()
         _conn = None
+
+
+def probe_database(max_quiet: float) -> None:
+    """Between jobs: SELECT 1 on the process's connection, unless something reached the database less than
+    `max_quiet` seconds ago (jobs record their own contact). The outcome goes to LIVENESS; never raises."""
+    quiet = LIVENESS.quiet(DATABASE)
+    if quiet is not None and quiet < max_quiet:
+        return
+    try:
+        connection().execute("SELECT 1")
+    except psycopg.Error as exc:
+        LIVENESS.failed(DATABASE, one_line(exc))
+        release()
+        return
+    LIVENESS.reached(DATABASE)

@@ -25,7 +25,7 @@ from profilesync.devkit.faults import SAFETY_INTERVAL as SAFETY_INTERVAL
 from profilesync.devkit.faults import STATEMENT_TIMEOUT as STATEMENT_TIMEOUT
 from profilesync.devkit.faults import WORKER_KILL_BOUND as WORKER_KILL_BOUND
 from profilesync.devkit.faults import child_env as child_env
-from tests.harness import count, wait_for
+from tests.harness import IDLE_PUBLISHERS, count, wait_for
 from tests.servers import DatabaseFactory
 
 
@@ -73,7 +73,7 @@ class Target:
             return count(self.conn, query, params)
 
     def publisher_idle(self) -> bool:
-        return self.count("SELECT count(*) FROM profile_sync.publishers WHERE idle") >= 1
+        return self.count(IDLE_PUBLISHERS) >= 1
 
     def start_pipeline(self, workers: int) -> None:
         """A publisher and `workers` workers; returns once the publisher is idle (LISTENing)."""

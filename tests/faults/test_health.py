@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
-
 from profilesync.devkit.embedded import free_port
 from tests.faults.cluster import Target
 from tests.harness import wait_for
 from tests.scrape import get
-
-pytestmark = pytest.mark.faults
 
 OK = (200, "ok\n")
 

@@ -22,11 +22,8 @@ from profilesync.config import Settings
 from profilesync.queueing import profiles_queue
 from tests.faults.cluster import LOCK_TIMEOUT, REDELIVER_AFTER, SAFETY_INTERVAL, Target
 from tests.faults.figures import Row, finish, settle
-from tests.harness import bulk_signup, signup, wait_for
+from tests.harness import PENDING, bulk_signup, signup, wait_for
 
-pytestmark = pytest.mark.faults
-
-PENDING = "SELECT count(*) FROM profile_sync.signup_events WHERE enqueued_at IS NULL"
 WAITERS = "SELECT count(*) FROM profile_sync.profile_waiters"
 
 

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import time
 
-import pytest
 from rq import Worker
 
 from profilesync.queueing import profiles_queue
 from tests.faults.cluster import Target
 from tests.faults.figures import Row, finish, settle
 from tests.harness import bulk_signup, wait_for
-
-pytestmark = pytest.mark.faults
 
 SIGNUPS = 200
 

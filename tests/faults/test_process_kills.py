@@ -5,19 +5,15 @@ from __future__ import annotations
 import time
 
 import psycopg
-import pytest
 from rq.registry import StartedJobRegistry
 
 from profilesync.queueing import profiles_queue
 from tests.faults.cluster import WORKER_KILL_BOUND, Target
 from tests.faults.figures import Row, finish, settle
 from tests.faults.load import Burst
-from tests.harness import bulk_signup, wait_for
-
-pytestmark = pytest.mark.faults
+from tests.harness import PENDING, bulk_signup, wait_for
 
 BURST = 5000
-PENDING = "SELECT count(*) FROM profile_sync.signup_events WHERE enqueued_at IS NULL"
 
 
 def test_publisher_killed_mid_burst_loses_and_duplicates_nothing(target: Target) -> None:

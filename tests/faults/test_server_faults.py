@@ -11,8 +11,6 @@ from tests.faults.figures import Row, finish, settle
 from tests.faults.load import Burst
 from tests.harness import wait_for
 
-pytestmark = pytest.mark.faults
-
 BURST = 5000
 _LISTENER = (
     " FROM profile_sync.publishers p "

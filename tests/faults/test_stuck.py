@@ -12,7 +12,6 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
-import pytest
 from psycopg_pool import ConnectionPool
 from rq.scheduler import RQScheduler
 
@@ -21,11 +20,8 @@ from profilesync.config import Settings
 from profilesync.queueing import profiles_queue
 from tests.faults.cluster import JOB_TIMEOUT, LOCK_TIMEOUT, STATEMENT_TIMEOUT, Target
 from tests.faults.figures import Row, finish, settle
-from tests.harness import bulk_signup, signup, wait_for
+from tests.harness import PENDING, bulk_signup, signup, wait_for
 
-pytestmark = pytest.mark.faults
-
-PENDING = "SELECT count(*) FROM profile_sync.signup_events WHERE enqueued_at IS NULL"
 IDLE_IN_TRANSACTION = (
     "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'profilesync-worker' "
     "AND state IN ('idle in transaction', 'idle in transaction (aborted)')"

@@ -31,12 +31,14 @@ from profilesync.chat.readiness import CHANNEL
 from profilesync.config import Settings
 from profilesync.devkit.signups import make_signup
 from profilesync.errors import ConfigError
-from tests.harness import count, running_publisher, signup, wait_for
+from tests.harness import PROFILE_OF, count, running_publisher, signup, wait_for
 
 Conn = psycopg.Connection[Any]
 LISTEN_APP = "profilesync-chat-listen"
 WAITERS = "SELECT count(*) FROM profile_sync.profile_waiters"
 ACTIVITY = "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+# The LISTEN backend once its session is set up (its last statement done): it stays silent from then on.
+LISTEN_READY = ACTIVITY + " AND state = 'idle' AND query LIKE '%%forget_dead_profile_waiters%%'"
 
 
 class CountingConnection(psycopg.Connection[Any]):
@@ -77,16 +79,20 @@ def chat_service(
             connection_class=CountingConnection,
         ) as pool,
     ):
-        assert wait_for(lambda: not listening(admin))  # a previous service's backend has exited
+        assert wait_for(lambda: listener_gone(admin))  # a previous service's backend has exited
         with ChatService(pool, settings.model_copy(update=overrides)) as service:
             pool.wait()
             assert wait_for(lambda: listening(admin))
             yield service, pool
-        assert wait_for(lambda: not listening(admin))
+        assert wait_for(lambda: listener_gone(admin))
 
 
 def listening(conn: Conn) -> bool:
-    return count(conn, ACTIVITY, (LISTEN_APP,)) == 1
+    return count(conn, LISTEN_READY, (LISTEN_APP,)) == 1
+
+
+def listener_gone(conn: Conn) -> bool:
+    return count(conn, ACTIVITY, (LISTEN_APP,)) == 0
 
 
 def create_profile(conn: Conn, user_id: uuid.UUID) -> None:
@@ -94,7 +100,7 @@ def create_profile(conn: Conn, user_id: uuid.UUID) -> None:
 
 
 def has_profile(conn: Conn, user_id: uuid.UUID) -> bool:
-    return count(conn, "SELECT count(*) FROM public.user_profiles WHERE id = %s", (user_id,)) == 1
+    return count(conn, PROFILE_OF, (user_id,)) == 1
 
 
 def in_thread(func: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
@@ -168,8 +174,9 @@ def test_a_caller_arriving_before_listen_is_up_registers_once(conn: Conn, settin
             create_profile(conn, user_id)
             thread.join(timeout=5)
     assert isinstance(outcome[0], Conversation), outcome
-    # insert (23503), one watch_profile, insert: the first LISTEN session's recheck needs no re-registration
-    assert CountingConnection.round_trips - before == 3
+    # insert (23503), watch_profile, recheck_profile, insert (+ unwatch): the first LISTEN session's recheck
+    # needs no re-registration
+    assert CountingConnection.round_trips - before == 4
 
 
 def test_a_profile_insert_in_flight_during_the_recheck_is_not_missed(conn: Conn, settings: Settings) -> None:
@@ -182,7 +189,7 @@ def test_a_profile_insert_in_flight_during_the_recheck_is_not_missed(conn: Conn,
         create_profile(worker, user_id)  # trigger fired, transaction still open
         thread, outcome = in_thread(lambda: service.create_conversation(user_id))
         blocked = (
-            "SELECT count(*) FROM pg_locks WHERE NOT granted AND mode = 'ShareLock' AND locktype = 'relation'"
+            "SELECT count(*) FROM pg_locks WHERE NOT granted AND mode = 'ShareLock' AND locktype = 'advisory'"
         )
         assert wait_for(lambda: count(conn, blocked) == 1)  # the re-check waits for the in-flight insert
         worker.commit()
@@ -209,7 +216,7 @@ def test_waiting_issues_no_queries_and_burns_no_cpu(conn: Conn, settings: Settin
             costs.append(CountingConnection.round_trips - trips)
             assert conn.execute(listener_activity, (LISTEN_APP,)).fetchone() == listener_before
             assert cpu < 0.5 * timeout, cpu  # a polling loop would burn most of the wait
-    # insert (23503), watch_profile, unwatch_profiles, profile_state: nothing scales with the wait
+    # insert (23503), watch_profile, recheck_profile, profile_state + unwatch: nothing scales with the wait
     assert costs == [4, 4]
 
 
@@ -316,9 +323,10 @@ def test_the_trigger_notifies_only_waited_on_users_once_per_batch(conn: Conn, se
         assert list(listen.notifies(timeout=0.2)) == []
 
         pid = listen.info.backend_pid
+        tokens = [uuid.uuid4() for _ in users[:3]]
         states = [
-            conn.execute("SELECT * FROM profile_sync.watch_profile(%s, %s, 1000)", (u, pid)).fetchone()
-            for u in users[:3]
+            conn.execute("SELECT profile_sync.watch_profile(%s, %s, %s)", (u, pid, t)).fetchone()
+            for u, t in zip(users[:3], tokens, strict=True)
         ]
         assert [s[0] if s else None for s in states] == ["ready", "pending", "pending"]
         with conn.transaction():  # one batch of 3 profiles: one trigger call
@@ -327,8 +335,8 @@ def test_the_trigger_notifies_only_waited_on_users_once_per_batch(conn: Conn, se
             trigger = "'profile_sync.on_user_profiles_inserted'::regproc"
             assert count(conn, f"SELECT pg_stat_get_xact_function_calls({trigger})") == 1
         payloads = sorted(n.payload for n in listen.notifies(timeout=0.5))
-    assert payloads == sorted(str(u) for u in users[1:3])
-    assert count(conn, WAITERS) == 0
+    assert payloads == sorted(str(t) for t in tokens[1:])  # the waiters' tokens, never a user id
+    assert count(conn, WAITERS) == 2  # each waiter removes its own registration
 
 
 def test_the_readiness_functions_are_security_definer_with_empty_search_path(conn: Conn) -> None:
@@ -337,11 +345,11 @@ def test_the_readiness_functions_are_security_definer_with_empty_search_path(con
         SELECT p.proname, p.prosecdef, p.proconfig
         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
         WHERE n.nspname = 'profile_sync'
-          AND p.proname IN ('on_user_profiles_inserted', 'watch_profile', 'profile_state', 'unwatch_profiles',
-                            'forget_dead_profile_waiters')
+          AND p.proname IN ('on_user_profiles_inserted', 'watch_profile', 'recheck_profile', 'profile_state',
+                            'unwatch_profiles', 'forget_dead_profile_waiters')
         """
     ).fetchall()
-    assert len(rows) == 5
+    assert len(rows) == 6
     assert all(secdef and config[0] == 'search_path=""' for _, secdef, config in rows), rows
 
 
@@ -382,7 +390,9 @@ def test_waiters_recheck_after_the_listen_connection_is_replaced(conn: Conn, set
 def test_registrations_of_dead_listeners_are_forgotten_on_connect(conn: Conn, settings: Settings) -> None:
     user_id = signup(conn, "email")
     conn.execute(
-        "INSERT INTO profile_sync.profile_waiters (user_id, listener_pid) VALUES (%s, 2147483647)", (user_id,)
+        "INSERT INTO profile_sync.profile_waiters (user_id, listener_pid, token)"
+        " VALUES (%s, 2147483647, gen_random_uuid())",
+        (user_id,),
     )
     with chat_service(settings):
         assert wait_for(lambda: count(conn, WAITERS) == 0)

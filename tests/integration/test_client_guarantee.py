@@ -23,6 +23,7 @@ from profilesync.config import Settings
 from profilesync.devkit.children import Children
 from profilesync.devkit.signups import KINDS
 from tests.harness import (
+    PROFILES_OF,
     act_as,
     count,
     gotrue_signup,
@@ -36,7 +37,6 @@ Conn = psycopg.Connection[Any]
 
 INSERT = "INSERT INTO public.chat_conversations (user_id, title) VALUES (%s, %s) RETURNING *"
 PROFILE = "SELECT id, email, full_name, avatar_url FROM public.user_profiles WHERE id = %s"
-PROFILES = "SELECT count(*) FROM public.user_profiles WHERE id = ANY(%s)"
 EVENTS = "SELECT count(*) FROM profile_sync.signup_events WHERE user_id = %s"
 
 
@@ -75,7 +75,7 @@ def pipeline(settings: Settings, tmp_path: Path, running: bool) -> Iterator[None
     try:
         with psycopg.connect(settings.database_url, autocommit=True) as conn:
             warmup = signup(conn)  # the pipeline flows before the test starts
-            assert wait_for(lambda: count(conn, PROFILES, ([warmup],)) == 1, timeout=30), children.logs()
+            assert wait_for(lambda: count(conn, PROFILES_OF, ([warmup],)) == 1, timeout=30), children.logs()
         yield
     finally:
         codes = children.stop(timeout=15)
@@ -131,7 +131,7 @@ def test_200_concurrent_first_conversations_right_after_signup(
         if workers == "running":  # the jobs of users the inserts served find their profiles and finish
             assert wait_for(lambda: count(conn, "SELECT count(*) FROM profile_sync.signup_events") == 0)
     users = [r[1] for r in results]
-    assert count(conn, PROFILES, (users,)) == n
+    assert count(conn, PROFILES_OF, (users,)) == n
 
 
 def test_an_apps_own_security_definer_rpc_is_guarded_too(conn: Conn, database_url: str) -> None:
@@ -149,7 +149,7 @@ def test_an_apps_own_security_definer_rpc_is_guarded_too(conn: Conn, database_ur
     with psycopg.connect(database_url) as client, client.transaction():
         act_as(client, "authenticated", user_id, "/rpc/start_chat")  # runs as the function's owner
         assert client.execute("SELECT public.start_chat('hi')").fetchone() is not None
-    assert count(conn, PROFILES, ([user_id],)) == 1
+    assert count(conn, PROFILES_OF, ([user_id],)) == 1
 
 
 # -- users who signed up before profilesync was installed ------------------------------------------------
@@ -168,7 +168,7 @@ def test_users_from_before_the_install_insert_directly_or_call_ensure_profile(
         assert first == again
         assert first[:4] == mapped_profile(conn, later)
         assert client_insert(client, later)[1] == later
-    assert count(conn, PROFILES, ([early, later],)) == 2
+    assert count(conn, PROFILES_OF, ([early, later],)) == 2
 
 
 def test_ensure_profile_returns_the_existing_profile_without_writing(conn: Conn, database_url: str) -> None:
@@ -200,7 +200,7 @@ def test_another_users_id_is_refused_by_rls_and_creates_no_profile(conn: Conn, d
         # Not PT404 for an id that is nobody's: the error does not tell which user ids exist.
         with pytest.raises(errors.InsufficientPrivilege, match="row-level security"):
             client_insert(client, uuid.uuid4(), sub=mallory)
-    assert count(conn, PROFILES, ([victim],)) == 0
+    assert count(conn, PROFILES_OF, ([victim],)) == 0
     assert count(conn, EVENTS, (victim,)) == 1  # the victim's signup is still the pipeline's to process
 
 
@@ -214,7 +214,7 @@ def test_service_role_inserts_for_any_existing_user_server_roles_keep_the_foreig
     # Our own server roles (ChatService) are not clients: they still get 23503 and wait for readiness.
     with pytest.raises(errors.ForeignKeyViolation):
         conn.execute(INSERT, (user_id, "server"))
-    assert count(conn, PROFILES, ([user_id],)) == 0
+    assert count(conn, PROFILES_OF, ([user_id],)) == 0
     with psycopg.connect(database_url) as client:
         row = client_insert(client, user_id, role="service_role", sub=None)
     assert row[1] == user_id
@@ -307,7 +307,7 @@ def test_ensure_profile_needs_a_signed_in_user_and_the_authenticated_role(
         for role in ("anon", "service_role"):
             with pytest.raises(errors.InsufficientPrivilege):
                 ensure_profile(client, user_id, role=role)
-    assert count(conn, PROFILES, ([user_id],)) == 0
+    assert count(conn, PROFILES_OF, ([user_id],)) == 0
     row = conn.execute(
         """
         SELECT p.prosecdef, p.proconfig, has_function_privilege('authenticated', p.oid, 'EXECUTE'),

@@ -15,7 +15,7 @@ import pytest
 from profilesync.config import Settings
 from profilesync.devkit.children import Children
 from profilesync.ops import doctor
-from tests.harness import count, signup, wait_for
+from tests.harness import IDLE_PUBLISHERS, count, signup, wait_for
 
 SAFETY_INTERVAL = 2.0
 
@@ -55,7 +55,7 @@ def test_doctor_fails_within_a_safety_interval_of_the_last_publisher_dying(
 ) -> None:
     publishers.start("publisher-1", "publisher")
     publishers.start("publisher-2", "publisher")
-    assert wait_for(lambda: count(conn, "SELECT count(*) FROM profile_sync.publishers WHERE idle") == 2)
+    assert wait_for(lambda: count(conn, IDLE_PUBLISHERS) == 2)
     assert _check(doctor_settings, "publishers") == doctor.Check("publishers", "ok", "2 alive")
 
     publishers.kill("publisher-1")  # SIGKILL: its row stays behind, its backend is gone
@@ -73,7 +73,7 @@ def test_doctor_fails_when_a_live_publisher_stops_claiming_events(
     conn: psycopg.Connection[Any], doctor_settings: Settings, publishers: Children
 ) -> None:
     publishers.start("publisher", "publisher")
-    assert wait_for(lambda: count(conn, "SELECT count(*) FROM profile_sync.publishers WHERE idle") == 1)
+    assert wait_for(lambda: count(conn, IDLE_PUBLISHERS) == 1)
     process = publishers.running["publisher"]
     os.killpg(process.pid, signal.SIGSTOP)  # wedged: its backend stays connected, nothing gets claimed
     try:

@@ -16,20 +16,18 @@ import psycopg
 import pytest
 import redis
 
-from profilesync import cli, logs
+from profilesync import cli
 from profilesync.config import Settings
 from profilesync.queueing import CREATE_PROFILES, profiles_queue
-from tests.harness import count, run_worker_burst, running_publisher, signup, wait_for
-
-
-@pytest.fixture
-def env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    monkeypatch.setattr(logs, "configure", lambda *args, **kwargs: None)  # see tests/integration/test_ops
-    values = {"DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url}
-    monkeypatch.delenv("LISTEN_DATABASE_URL", raising=False)
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    return {**os.environ, **values, "PROFILESYNC_LOG_FORMAT": "json"}
+from tests.harness import (
+    PROFILE_OF,
+    allow_profiles,
+    count,
+    publish_all,
+    refuse_profiles,
+    run_worker_burst,
+    signup,
+)
 
 
 def _failed(capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
@@ -47,12 +45,9 @@ def test_failed_lists_jobs_with_users_reason_and_times_then_replay_fixes_them(
     env: dict[str, str],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    conn.execute("ALTER TABLE public.user_profiles ADD CONSTRAINT no_profiles CHECK (false) NOT VALID")
+    refuse_profiles(conn)
     user_id = str(signup(conn, "github"))
-    with running_publisher(settings):
-        assert wait_for(
-            lambda: count(conn, "SELECT count(*) FROM profile_sync.signup_events WHERE job_id IS NULL") == 0
-        )
+    publish_all(settings, conn)
     bad = profiles_queue(redis_conn).enqueue(CREATE_PROFILES, args=(["not-a-uuid"],))
     run_worker_burst(settings)
 
@@ -86,10 +81,10 @@ def test_failed_lists_jobs_with_users_reason_and_times_then_replay_fixes_them(
     assert f"  {bad.id}  first " in table.stdout and "x2  users not-a-uuid" in table.stdout
     assert "1 failed signup event(s)\n  event " in table.stdout and f"user {user_id}" in table.stdout
 
-    conn.execute("ALTER TABLE public.user_profiles DROP CONSTRAINT no_profiles")
+    allow_profiles(conn)
     assert cli.main(["replay", jobs[(user_id,)]["job_id"]]) == 0
     run_worker_burst(settings)
-    assert count(conn, "SELECT count(*) FROM public.user_profiles WHERE id = %s", (user_id,)) == 1
+    assert count(conn, PROFILE_OF, (user_id,)) == 1
     report = _failed(capsys)
     assert [job["job_id"] for job in report["jobs"]] == [bad.id] and report["events"] == []
 
@@ -100,11 +95,11 @@ def _hostile_job(redis_conn: redis.Redis, job_id: str, fields: dict[str, str | b
     redis_conn.zadd("rq:failed:profiles", {job_id: time.time() + 3600})
 
 
+@pytest.mark.usefixtures("env")  # in-process cli.main() reads the environment
 def test_failed_escapes_terminal_sequences_and_lists_malformed_jobs_as_unreadable(
     settings: Settings,
     conn: psycopg.Connection[Any],
     redis_conn: redis.Redis,
-    env: dict[str, str],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     bad = profiles_queue(redis_conn).enqueue(CREATE_PROFILES, args=(["not-a-uuid"],))

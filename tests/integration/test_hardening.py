@@ -82,15 +82,15 @@ def test_clean_text(conn: Conn, text: str, cleaned: str | None) -> None:
     assert row == (cleaned,)
 
 
-def test_the_signup_trigger_and_unwatch_bound_their_lock_waits(conn: Conn) -> None:
+def test_the_auth_users_triggers_bound_their_lock_waits(conn: Conn) -> None:
     rows = dict(
         conn.execute(
             "SELECT proname, proconfig FROM pg_proc WHERE pronamespace = 'profile_sync'::regnamespace "
-            "AND proname IN ('on_auth_user_created', 'unwatch_profiles')"
+            "AND proname IN ('on_auth_user_created', 'on_auth_user_updated')"
         ).fetchall()
     )
     assert "lock_timeout=150ms" in rows["on_auth_user_created"]
-    assert "lock_timeout=1s" in rows["unwatch_profiles"]
+    assert "lock_timeout=150ms" in rows["on_auth_user_updated"]
 
 
 def test_the_worker_replaces_a_connection_left_busy_by_a_job(conn: Conn, settings: Settings) -> None:

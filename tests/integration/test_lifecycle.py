@@ -21,6 +21,7 @@ from profilesync.config import Settings
 from profilesync.devkit.children import Children
 from profilesync.queueing import profiles_queue
 from tests.harness import (
+    IDLE_PUBLISHERS,
     auth_server,
     count,
     drain_once,
@@ -284,7 +285,7 @@ def pipeline(conn: Conn, settings: Settings, tmp_path: Path) -> Iterator[Childre
     children.start("publisher", "publisher")
     children.start("worker", "worker")
     try:
-        assert wait_for(lambda: count(conn, "SELECT count(*) FROM profile_sync.publishers WHERE idle") == 1)
+        assert wait_for(lambda: count(conn, IDLE_PUBLISHERS) == 1)
         yield children
     finally:
         codes = children.stop(timeout=15)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,52 @@ def test_outbox_gauges_give_up_at_their_statement_timeout(
             assert time.monotonic() - started < OUTBOX.timeout_ms / 1000 + 8
     finally:
         gauges.close()
+
+
+FLOOD = 300  # half-open connections, well above the server's cap (profilesync.httpserve.MAX_CONNECTIONS)
+
+
+def _threads(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("Threads:")))
+
+
+def _sessions(conn: psycopg.Connection[Any]) -> int:
+    """Sessions ever opened to this database (PostgreSQL counts each backend at its start)."""
+    return count(conn, "SELECT sessions FROM pg_stat_database WHERE datname = current_database()")
+
+
+def test_a_flood_of_half_open_connections_starves_neither_healthz_nor_the_worker(
+    conn: psycopg.Connection[Any], settings: Settings, tmp_path: Path
+) -> None:
+    port = free_port()
+    children = Children(process_env(settings), tmp_path)
+    children.start("publisher", "publisher")
+    children.start("worker", "worker", env={"PROFILESYNC_METRICS_PORT": str(port)})
+    flood: list[socket.socket] = []
+    try:
+        assert wait_for(lambda: get(port, "/healthz") == (200, "ok\n")), children.logs()[-3000:]
+        pid = children.running["worker"].pid
+        threads = _threads(pid)
+        for _ in range(FLOOD):  # each sends the start of a request and never finishes it
+            client = socket.create_connection(("127.0.0.1", port), timeout=5)
+            client.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            flood.append(client)
+
+        sessions = _sessions(conn)
+        answers = [get(port, "/healthz") for _ in range(20)]
+        bulk_signup(conn, BURST)  # the worker keeps creating profiles meanwhile
+        assert wait_for(lambda: count(conn, "SELECT count(*) FROM public.user_profiles") == BURST)
+        psycopg.connect(settings.database_url).close()  # one session the counter must show
+        assert wait_for(lambda: _sessions(conn) >= sessions + 1)
+        assert _threads(pid) <= threads + 1, (threads, _threads(pid))
+    finally:
+        for client in flood:
+            client.close()
+        codes = children.stop(timeout=15)
+    assert answers == [(200, "ok\n")] * 20
+    assert _sessions(conn) == sessions + 1  # /healthz opened no database session
+    assert codes == {"publisher": 0, "worker": 0}, children.logs()[-3000:]
 
 
 def test_users_without_a_profile_are_counted_and_those_without_an_event_too(

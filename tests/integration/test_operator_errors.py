@@ -24,7 +24,7 @@ from profilesync import cli, logs
 from profilesync.devkit.children import Children
 from profilesync.devkit.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from profilesync.migrate import auth_stub, migrate
-from tests.harness import count, signup, wait_for
+from tests.harness import PROFILES_OF, count, signup, wait_for
 from tests.servers import DatabaseFactory, with_dbname
 
 SECRET = f"hunter2-{uuid.uuid4().hex[:8]}"
@@ -292,12 +292,7 @@ def test_real_processes_never_print_a_password_in_any_form(
         try:
             with psycopg.connect(password_cluster.url(APP_ROLE, SECRET), autocommit=True) as conn:
                 users = [signup(conn, kind) for kind in ("email", "phone", "google")]
-                assert wait_for(
-                    lambda: (
-                        count(conn, "SELECT count(*) FROM public.user_profiles WHERE id = ANY(%s)", (users,))
-                        == 3
-                    )
-                ), children.logs()[-3000:]
+                assert wait_for(lambda: count(conn, PROFILES_OF, (users,)) == 3), children.logs()[-3000:]
             reports = [
                 subprocess.run([PROFILESYNC, *argv], env=env, capture_output=True, text=True, timeout=60)
                 for argv in (["doctor"], ["doctor", "--json"], ["failed"], ["backfill", "--dry-run"])

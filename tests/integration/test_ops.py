@@ -19,34 +19,27 @@ from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 from rq.worker import SimpleWorker
 
-from profilesync import cli, logs
+from profilesync import cli
 from profilesync.config import Settings
 from profilesync.ops.backfill import verification_report
 from profilesync.ops.doctor import DEFAULT_CHECKS
 from profilesync.queueing import CREATE_PROFILES, profiles_queue
-from tests.harness import bulk_signup, count, run_worker_burst, running_publisher, signup, wait_for
+from tests.harness import (
+    IDLE_PUBLISHERS,
+    PROFILE_OF,
+    allow_profiles,
+    bulk_signup,
+    count,
+    publish_all,
+    refuse_profiles,
+    run_worker_burst,
+    running_publisher,
+    signup,
+    wait_for,
+)
 
 RQ = os.path.join(os.path.dirname(sys.executable), "rq")
 TRIGGER = "profile_sync_on_auth_user_created"
-
-
-@pytest.fixture
-def env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """The environment `profilesync` reads, for in-process cli.main() and subprocesses alike.
-
-    In-process, main() must not configure logging: structlog's cache_logger_on_first_use would make module
-    loggers ignore `capture_logs` in every later test of the session.
-    """
-    monkeypatch.setattr(logs, "configure", lambda *args, **kwargs: None)
-    values = {
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": settings.redis_url,
-        "PROFILESYNC_LOG_FORMAT": "json",
-    }
-    monkeypatch.delenv("LISTEN_DATABASE_URL", raising=False)
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    return {**os.environ, **values}
 
 
 @pytest.fixture
@@ -62,7 +55,7 @@ def live_worker(redis_conn: redis.Redis) -> Iterator[SimpleWorker]:
 def live_publisher(settings: Settings, conn: psycopg.Connection[Any]) -> Iterator[None]:
     """A publisher registered and LISTENing (doctor checks that one is alive)."""
     with running_publisher(settings):
-        assert wait_for(lambda: count(conn, "SELECT count(*) FROM profile_sync.publishers WHERE idle") == 1)
+        assert wait_for(lambda: count(conn, IDLE_PUBLISHERS) == 1)
         yield
 
 
@@ -117,24 +110,24 @@ def test_replay_all_requeues_every_failed_job(
     assert FailedJobRegistry(queue=queue).count == 0
 
 
+@pytest.mark.usefixtures("env")
 def test_replay_by_id_requeues_that_job_and_rejects_unknown_ids(
     settings: Settings,
     conn: psycopg.Connection[Any],
     redis_conn: redis.Redis,
-    env: dict[str, str],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A user's failed job, replayed once the cause is gone, creates the profile."""
     user_id = signup(conn, "email")
     conn.execute("DELETE FROM profile_sync.signup_events")
-    conn.execute("ALTER TABLE public.user_profiles ADD CONSTRAINT no_profiles CHECK (false) NOT VALID")
+    refuse_profiles(conn)
     job = profiles_queue(redis_conn).enqueue(CREATE_PROFILES, args=([str(user_id)],))
     run_worker_burst(settings)
     other = _failed_job(settings, redis_conn)
     queue = profiles_queue(redis_conn)
     assert set(FailedJobRegistry(queue=queue).get_job_ids()) == {job.id, other}
 
-    conn.execute("ALTER TABLE public.user_profiles DROP CONSTRAINT no_profiles")
+    allow_profiles(conn)
     assert cli.main(["replay", job.id, "no-such-job"]) == 1
     out = capsys.readouterr().out
     assert "requeued 1 failed job(s)" in out
@@ -142,27 +135,24 @@ def test_replay_by_id_requeues_that_job_and_rejects_unknown_ids(
     assert FailedJobRegistry(queue=queue).get_job_ids() == [other]
 
     run_worker_burst(settings)
-    assert count(conn, "SELECT count(*) FROM public.user_profiles WHERE id = %s", (user_id,)) == 1
+    assert count(conn, PROFILE_OF, (user_id,)) == 1
     assert FailedJobRegistry(queue=queue).get_job_ids() == [other]
 
 
+@pytest.mark.usefixtures("env")
 def test_replay_events_redrives_failures_whose_jobs_are_gone(
     settings: Settings,
     conn: psycopg.Connection[Any],
     redis_conn: redis.Redis,
-    env: dict[str, str],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    conn.execute("ALTER TABLE public.user_profiles ADD CONSTRAINT no_profiles CHECK (false) NOT VALID")
+    refuse_profiles(conn)
     user_id = signup(conn, "github")
-    with running_publisher(settings):
-        assert wait_for(
-            lambda: count(conn, "SELECT count(*) FROM profile_sync.signup_events WHERE job_id IS NULL") == 0
-        )
+    publish_all(settings, conn)
     run_worker_burst(settings)
     assert count(conn, "SELECT count(*) FROM profile_sync.signup_events WHERE failed_at IS NOT NULL") == 1
     redis_conn.flushdb()  # the failed job is gone (expired, or Redis lost its data): replay --all cannot help
-    conn.execute("ALTER TABLE public.user_profiles DROP CONSTRAINT no_profiles")
+    allow_profiles(conn)
 
     capsys.readouterr()
     assert cli.main(["replay", "--all"]) == 0
@@ -170,12 +160,9 @@ def test_replay_events_redrives_failures_whose_jobs_are_gone(
     assert cli.main(["replay", "--events"]) == 0
     assert "reset 1 failed signup event(s) to pending" in capsys.readouterr().out
 
-    with running_publisher(settings):
-        assert wait_for(
-            lambda: count(conn, "SELECT count(*) FROM profile_sync.signup_events WHERE job_id IS NULL") == 0
-        )
+    publish_all(settings, conn)
     run_worker_burst(settings)
-    assert count(conn, "SELECT count(*) FROM public.user_profiles WHERE id = %s", (user_id,)) == 1
+    assert count(conn, PROFILE_OF, (user_id,)) == 1
     assert verification_report(conn).complete
 
 
@@ -342,7 +329,7 @@ def test_doctor_fails_on_pending_migrations(
 @pytest.mark.parametrize(
     ("damage", "reported"),
     [
-        ("DROP FUNCTION profile_sync.unwatch_profiles(bigint[])", "function profile_sync.unwatch_profiles"),
+        ("DROP FUNCTION profile_sync.unwatch_profiles(uuid[])", "function profile_sync.unwatch_profiles"),
         (
             "REVOKE EXECUTE ON FUNCTION profile_sync.create_profiles(uuid[]) FROM profilesync_worker",
             "grant EXECUTE on profile_sync.create_profiles(uuid[]) to profilesync_worker",
@@ -434,16 +421,13 @@ def test_backfill_gives_every_user_a_profile(
     assert cli.main(["backfill"]) == 0  # idempotent: everything is recorded already
     assert "recorded 0 of 503 users" in capsys.readouterr().out
 
-    with running_publisher(settings):
-        assert wait_for(
-            lambda: count(conn, "SELECT count(*) FROM profile_sync.signup_events WHERE job_id IS NULL") == 0
-        )
+    publish_all(settings, conn)
     run_worker_burst(settings)
     report = verification_report(conn)
     assert report.complete, report
     assert (report.users, report.profiles) == (501, 502)
-    assert count(conn, "SELECT count(*) FROM public.user_profiles WHERE id = %s", (with_profile,)) == 1
-    assert count(conn, "SELECT count(*) FROM public.user_profiles WHERE id = %s", (deleted,)) == 0
+    assert count(conn, PROFILE_OF, (with_profile,)) == 1
+    assert count(conn, PROFILE_OF, (deleted,)) == 0
     scrubbed = "SELECT count(*) FROM public.user_profiles WHERE id = %s AND email IS NULL"
     assert count(conn, scrubbed, (holding,)) == 1
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from typing import Any
 
@@ -19,6 +20,10 @@ from profilesync.migrate import available, migrate
 from profilesync.publisher.service import Publisher
 from profilesync.queueing import CREATE_PROFILES, connect_redis, profiles_queue
 from tests.harness import (
+    IDLE_PUBLISHERS,
+    PENDING,
+    PROFILE_OF,
+    PROFILES_OF,
     bulk_signup,
     count,
     drain_once,
@@ -28,7 +33,6 @@ from tests.harness import (
     wait_for,
 )
 
-PENDING = "SELECT count(*) FROM profile_sync.signup_events WHERE enqueued_at IS NULL"
 EVENTS = "SELECT count(*) FROM profile_sync.signup_events"
 PROFILES = "SELECT count(*) FROM public.user_profiles"
 WITHOUT_PROFILE = (
@@ -122,16 +126,27 @@ def test_publisher_started_after_the_signups_catches_up(conn: Conn, settings: Se
 def test_an_idle_publisher_is_woken_by_notify_not_the_safety_timer(conn: Conn, settings: Settings) -> None:
     slow_timer = settings.model_copy(update={"safety_interval": 60.0})
     with running_publisher(slow_timer):
-        assert wait_for(lambda: count(conn, "SELECT count(*) FROM profile_sync.publishers WHERE idle") == 1)
+        assert wait_for(lambda: count(conn, IDLE_PUBLISHERS) == 1)
         signup(conn)
+        assert wait_for(lambda: count(conn, PENDING) == 0, timeout=5.0)
+
+
+def test_the_wake_hook_runs_when_a_notify_wakes_the_publisher(conn: Conn, settings: Settings) -> None:
+    slow_timer = settings.model_copy(update={"safety_interval": 60.0})
+    woke = threading.Event()
+    with running_publisher(slow_timer, on_wake=woke.set):
+        assert wait_for(lambda: count(conn, IDLE_PUBLISHERS) == 1)
+        woke.clear()  # a start-up pass may have passed the hook already
+        signup(conn)
+        assert woke.wait(timeout=5.0)
         assert wait_for(lambda: count(conn, PENDING) == 0, timeout=5.0)
 
 
 def test_malformed_notify_payloads_are_logged_and_ignored(conn: Conn, settings: Settings) -> None:
     with capture_logs() as logs, running_publisher(settings):
-        assert wait_for(lambda: count(conn, "SELECT count(*) FROM profile_sync.publishers WHERE idle") == 1)
-        conn.execute("SELECT pg_notify('profile_sync_signup', 'not a uuid; DROP TABLE auth.users')")
-        conn.execute("SELECT pg_notify('profile_sync_signup', '')")
+        assert wait_for(lambda: count(conn, IDLE_PUBLISHERS) == 1)
+        conn.execute("SELECT pg_notify('profile_sync_signup', 'not empty; DROP TABLE auth.users')")
+        conn.execute("SELECT pg_notify('profile_sync_signup', gen_random_uuid()::text)")
 
         def warnings() -> int:
             return sum(e["event"] == "ignoring malformed NOTIFY payload" for e in logs)
@@ -141,7 +156,7 @@ def test_malformed_notify_payloads_are_logged_and_ignored(conn: Conn, settings: 
         assert wait_for(lambda: count(conn, PENDING) == 0)
         assert warnings() == 1  # rate-limited: the second junk payload (read before the signup) was counted
     run_worker_burst(settings)
-    assert count(conn, "SELECT count(*) FROM public.user_profiles WHERE id = %s", (user_id,)) == 1
+    assert count(conn, PROFILE_OF, (user_id,)) == 1
 
 
 def test_trigger_works_as_supabase_auth_admin_with_auth_search_path(conn: Conn) -> None:
@@ -222,7 +237,7 @@ def test_a_permanently_failing_user_is_isolated_marked_and_not_redelivered(
     assert drain_once(settings) == 8
     run_worker_burst(settings)
     assert count(conn, PROFILES) == 7
-    assert count(conn, "SELECT count(*) FROM public.user_profiles WHERE id = ANY(%s)", (users,)) == 7
+    assert count(conn, PROFILES_OF, (users,)) == 7
     failed = FailedJobRegistry(queue=profiles_queue(redis_conn))
     assert failed.count == 1
     job = Job.fetch(failed.get_job_ids()[0], connection=redis_conn, serializer=JSONSerializer)
@@ -255,7 +270,7 @@ def test_events_whose_job_vanished_from_redis_are_redelivered(
         assert Publisher(settings).redeliver(work, redis_conn) == 3
         assert Publisher(settings).redeliver(work, redis_conn) == 0  # fresh again
     run_worker_burst(settings)
-    assert count(conn, "SELECT count(*) FROM public.user_profiles WHERE id = ANY(%s)", (users,)) == 3
+    assert count(conn, PROFILES_OF, (users,)) == 3
 
 
 def test_jobs_still_queued_are_not_redelivered(
@@ -309,7 +324,7 @@ def _blocks(plan: dict[str, Any]) -> int:
 def test_polling_from_the_cursor_skips_events_retired_under_a_long_snapshot(
     conn: Conn, settings: Settings, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A REPEATABLE READ snapshot held open keeps every retired event's index entries alive (issue 9.7).
+    # A REPEATABLE READ snapshot held open keeps every retired event's index entries alive.
     from profilesync.publisher import service
 
     monkeypatch.setattr(service, "CURSOR_LAG", 0.0)

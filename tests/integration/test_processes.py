@@ -14,7 +14,7 @@ import redis
 from profilesync.config import Settings
 from profilesync.devkit.children import Children
 from profilesync.devkit.embedded import free_port
-from tests.harness import count, process_env, signup, wait_for
+from tests.harness import IDLE_PUBLISHERS, PROFILES_OF, count, process_env, signup, wait_for
 from tests.scrape import get
 
 
@@ -26,11 +26,9 @@ def test_publisher_and_worker_processes_create_profiles_and_stop_on_sigterm(
     children.start("publisher", "publisher")
     children.start("worker", "worker")
     try:
-        assert wait_for(lambda: count(conn, "SELECT count(*) FROM profile_sync.publishers WHERE idle") == 1)
+        assert wait_for(lambda: count(conn, IDLE_PUBLISHERS) == 1)
         users = [signup(conn, kind) for kind in ("email", "phone", "anonymous", "google")]
-        assert wait_for(
-            lambda: count(conn, "SELECT count(*) FROM public.user_profiles WHERE id = ANY(%s)", (users,)) == 4
-        )
+        assert wait_for(lambda: count(conn, PROFILES_OF, (users,)) == 4)
     finally:
         codes = children.stop(timeout=15)
     assert codes == {"publisher": 0, "worker": 0}, children.logs()[-4000:]

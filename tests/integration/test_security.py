@@ -27,14 +27,21 @@ from profilesync.devkit.signups import KINDS
 from profilesync.migrate import migrate
 from profilesync.publisher.gauges import DatabaseGauges
 from profilesync.queueing import CREATE_PROFILES, profiles_queue
-from tests.harness import act_as, count, run_worker_burst, running_publisher, signup, wait_for
+from tests.harness import (
+    PENDING,
+    PROFILES_OF,
+    act_as,
+    count,
+    run_worker_burst,
+    running_publisher,
+    signup,
+    wait_for,
+)
 from tests.servers import OWNER, DatabaseFactory, as_role, create_owned_database
 
 Conn = psycopg.Connection[Any]
 
 WORKER, PUBLISHER = "profilesync_worker", "profilesync_publisher"
-PENDING = "SELECT count(*) FROM profile_sync.signup_events WHERE enqueued_at IS NULL"
-PROFILES = "SELECT count(*) FROM public.user_profiles WHERE id = ANY(%s)"
 
 
 def role_settings(settings: Settings, database_url: str, role: str) -> Settings:
@@ -72,8 +79,8 @@ def test_publisher_and_worker_work_as_their_roles(
         # with metrics on: the worker also times the signups (signup_ages), in the same statement
         run_worker_burst(role_settings(settings, url, WORKER).model_copy(update={"metrics_port": 9}))
 
-        assert count(admin, PROFILES, (users,)) == len(KINDS)
-        assert count(admin, PROFILES, ([mallory],)) == 0
+        assert count(admin, PROFILES_OF, (users,)) == len(KINDS)
+        assert count(admin, PROFILES_OF, ([mallory],)) == 0
         # the publisher's /metrics reads the outbox and the users without a profile as itself
         gauges = DatabaseGauges(as_role(url, PUBLISHER))
         assert {m.name: m.samples[0].value for m in gauges.collect()}["profilesync_failed_events"] == 1
@@ -98,7 +105,7 @@ def test_the_publisher_role_redelivers_events_whose_jobs_vanished(
     with running_publisher(publisher_settings):  # redelivers on start
         assert wait_for(lambda: profiles_queue(redis_conn).count == 1)
     run_worker_burst(role_settings(settings, database_url, WORKER))
-    assert count(conn, PROFILES, (users,)) == 3
+    assert count(conn, PROFILES_OF, (users,)) == 3
 
 
 _GRANTS = """
@@ -240,7 +247,8 @@ def test_no_function_of_ours_is_executable_by_public_anon_or_authenticated(conn:
     [
         "SELECT * FROM profile_sync.create_profiles(ARRAY[gen_random_uuid()])",
         "SELECT * FROM profile_sync.sync_profiles(ARRAY[gen_random_uuid()], 'overwrite')",
-        "SELECT * FROM profile_sync.watch_profile(gen_random_uuid(), pg_backend_pid(), 10)",
+        "SELECT profile_sync.watch_profile(gen_random_uuid(), pg_backend_pid(), gen_random_uuid())",
+        "SELECT profile_sync.recheck_profile(gen_random_uuid(), 10)",
         "SELECT profile_sync.clean_text('\"x\"'::jsonb, 10)",
     ],
 )
@@ -385,7 +393,7 @@ def test_a_pickled_job_is_refused_without_running_code(
     run_worker_burst(settings)
 
     assert not marker.exists()
-    assert count(conn, PROFILES, ([user],)) == 1  # the worker went on after refusing the pickled job
+    assert count(conn, PROFILES_OF, ([user],)) == 1  # the worker went on after refusing the pickled job
     job = Job.fetch(pickled.id, connection=redis_conn, serializer=JSONSerializer)
     assert job.get_status() == JobStatus.FAILED
     assert pickled.id in FailedJobRegistry(queue=profiles_queue(redis_conn)).get_job_ids()
@@ -414,7 +422,7 @@ def test_logs_of_a_pipeline_run_hold_no_emails_or_passwords(
     try:
         users = [signup(conn, kind) for kind in KINDS for _ in range(2)]
         mallory = signup(conn, email="mallory@evil.example", user_meta={"name": "Mallory"})
-        assert wait_for(lambda: count(conn, PROFILES, (users,)) == len(users))
+        assert wait_for(lambda: count(conn, PROFILES_OF, (users,)) == len(users))
         failed = (
             "SELECT count(*) FROM profile_sync.signup_events WHERE user_id = %s AND failed_at IS NOT NULL"
         )

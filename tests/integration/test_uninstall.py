@@ -19,7 +19,7 @@ from profilesync import cli, logs
 from profilesync.devkit.embedded import EmbeddedPostgres
 from profilesync.migrate import available, migrate
 from profilesync.ops import objects
-from tests.harness import count, signup
+from tests.harness import PROFILE_OF, count, signup
 from tests.servers import OWNER, as_role, create_owned_database
 
 ROLES = "SELECT count(*) FROM pg_roles WHERE rolname IN ('profilesync_worker', 'profilesync_publisher')"
@@ -108,7 +108,7 @@ def test_uninstall_removes_our_objects_keeps_the_data_and_signups_go_on(
         assert "kept table public.user_profiles with its rows" in out
         assert count(conn, LEFTOVERS) == 0
         assert count(conn, ROLES) == 0
-        assert count(conn, "SELECT count(*) FROM public.user_profiles WHERE id = %s", (profiled,)) == 1
+        assert count(conn, PROFILE_OF, (profiled,)) == 1
         assert count(conn, "SELECT count(*) FROM public.chat_conversations") == 1
 
         user_id, notices = auth_admin_signup(url)  # nothing of ours left in its way, and no warning

@@ -1,6 +1,7 @@
 import pytest
 
 from bench.schedule import open_loop_offsets, split
+from bench.signups import GOTRUE_SIGNUP_NAMED_SCRIPT, GOTRUE_SIGNUP_SCRIPT
 from bench.stats import rate, ratio, summary_ms
 from bench.throughput import best
 
@@ -40,6 +41,11 @@ def test_split_spreads_the_remainder() -> None:
         split(1, 0)
 
 
-def test_m3_keeps_the_least_disturbed_round() -> None:
+def test_signup_cost_keeps_the_least_disturbed_round() -> None:
     rounds = [{"tps": 900.0, "backlog_at_end": 5}, {"tps": 1200.5, "backlog_at_end": 7}, {"tps": 1100.0}]
     assert best(rounds, "tps") == {"tps": 1200.5, "backlog_at_end": 7}
+
+
+def test_the_named_signup_changes_what_the_profile_reads_and_only_that() -> None:
+    assert "'{}', false" in GOTRUE_SIGNUP_NAMED_SCRIPT and "'picture'" in GOTRUE_SIGNUP_NAMED_SCRIPT
+    assert GOTRUE_SIGNUP_NAMED_SCRIPT.count("\n") == GOTRUE_SIGNUP_SCRIPT.count("\n")

@@ -9,7 +9,7 @@ import pytest
 
 from profilesync.chat import InvalidUserIdError, ProfileNotReadyError, UnknownUserError
 from profilesync.chat.model import parse_user_id
-from profilesync.chat.waiters import Waiter, WaiterRegistry, Wake
+from profilesync.chat.waiters import WaiterRegistry, Wake
 from profilesync.errors import ProfileSyncError
 
 USER = uuid.UUID("7d3c6b1e-2f4a-4c1e-9a58-0b6f3f1d2e4c")
@@ -35,59 +35,68 @@ def test_errors_are_profilesync_errors_with_their_docstring_as_message() -> None
 
 
 def test_a_waiter_times_out_when_nothing_wakes_it() -> None:
-    assert Waiter(USER).wait(0) is Wake.TIMEOUT
-    assert Waiter(USER).wait(-1) is Wake.TIMEOUT
+    with WaiterRegistry().watch() as waiter:
+        assert waiter.wait(0) is Wake.TIMEOUT
+        assert waiter.wait(-1) is Wake.TIMEOUT
 
 
 def test_ready_wins_over_recheck_and_each_is_consumed_once() -> None:
-    waiter = Waiter(USER)
-    waiter.wake(ready=False)
-    waiter.wake(ready=True)
-    assert waiter.wait(0) is Wake.READY  # a hint: the caller checks, and may wait again
-    assert waiter.wait(0) is Wake.RECHECK
-    assert waiter.wait(0) is Wake.TIMEOUT
+    with WaiterRegistry().watch() as waiter:
+        waiter.wake(ready=False)
+        waiter.wake(ready=True)
+        assert waiter.wait(0) is Wake.READY  # a hint: the caller checks, and may wait again
+        assert waiter.wait(0) is Wake.RECHECK
+        assert waiter.wait(0) is Wake.TIMEOUT
 
 
 def test_recheck_is_consumed_by_the_wait_that_returns_it() -> None:
-    waiter = Waiter(USER)
-    waiter.wake(ready=False)
-    assert waiter.wait(0) is Wake.RECHECK
-    assert waiter.wait(0) is Wake.TIMEOUT
+    with WaiterRegistry().watch() as waiter:
+        waiter.wake(ready=False)
+        assert waiter.wait(0) is Wake.RECHECK
+        assert waiter.wait(0) is Wake.TIMEOUT
 
 
-def test_the_registry_wakes_only_that_users_waiters() -> None:
+def test_the_registry_wakes_only_the_waiter_of_a_token() -> None:
     registry = WaiterRegistry()
-    other = uuid.uuid4()
-    with registry.watch(USER) as first, registry.watch(USER) as second, registry.watch(other) as third:
-        assert len(registry) == 3
-        assert registry.notify(USER) == 2
-        assert registry.notify(uuid.uuid4()) == 0
-        assert (first.wait(0), second.wait(0), third.wait(0)) == (Wake.READY, Wake.READY, Wake.TIMEOUT)
+    with registry.watch() as first, registry.watch() as second:
+        old, new, other = first.new_token(), first.new_token(), second.new_token()
+        assert len(registry) == 2
+        assert len({old, new, other, USER}) == 4  # random tokens, nothing derived from a user id
+        assert registry.notify(old) and registry.notify(new)
+        assert not registry.notify(uuid.uuid4())
+        assert (first.wait(0), first.wait(0), second.wait(0)) == (Wake.READY, Wake.TIMEOUT, Wake.TIMEOUT)
+        assert registry.notify(other)
+        assert second.wait(0) is Wake.READY
     assert len(registry) == 0
-    assert registry.notify(USER) == 0
+    assert not registry.notify(old)  # a finished wait's tokens route nowhere
 
 
-def test_recheck_all_reaches_every_current_waiter() -> None:
+def test_notify_all_and_recheck_all_reach_every_current_waiter() -> None:
     registry = WaiterRegistry()
-    with registry.watch(USER) as first, registry.watch(uuid.uuid4()) as second:
+    with registry.watch() as first, registry.watch() as second:
+        assert registry.notify_all() == 2
+        assert (first.wait(0), second.wait(0)) == (Wake.READY, Wake.READY)
         assert registry.recheck_all() == 2
         assert (first.wait(0), second.wait(0)) == (Wake.RECHECK, Wake.RECHECK)
     assert registry.recheck_all() == 0
+    assert registry.notify_all() == 0
 
 
 def test_a_blocked_waiter_is_woken_from_another_thread() -> None:
     registry = WaiterRegistry()
     results: list[Wake] = []
+    tokens: list[uuid.UUID] = []
     watching = threading.Event()
 
     def wait() -> None:
-        with registry.watch(USER) as waiter:
+        with registry.watch() as waiter:
+            tokens.append(waiter.new_token())
             watching.set()
             results.append(waiter.wait(30))
 
     thread = threading.Thread(target=wait)
     thread.start()
     assert watching.wait(5)
-    registry.notify(USER)
+    registry.notify(tokens[0])
     thread.join(5)
     assert results == [Wake.READY]

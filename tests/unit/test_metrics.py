@@ -31,7 +31,6 @@ def settings(reason: list[str | None]) -> Iterator[Settings]:
     assert server is not None
     yield settings
     server.shutdown()
-    server.server_close()
 
 
 def test_metrics_and_healthz_answer_and_healthz_gives_its_reason(
@@ -67,7 +66,7 @@ def test_container_healthcheck_exits_by_the_answer_of_healthz(
         "PROFILESYNC_METRICS_PORT": str(settings.metrics_port),
         "PROFILESYNC_METRICS_HOST": "0.0.0.0",
     }
-    check = [sys.executable, "-m", "profilesync.metrics"]
+    check = [sys.executable, "-m", "profilesync", "healthcheck"]
     healthy = subprocess.run(check, env=env, capture_output=True, text=True, timeout=60)
     assert (healthy.returncode, healthy.stdout) == (0, "ok\n")
     reason[0] = "publisher loop stalled: no pass for 42s"

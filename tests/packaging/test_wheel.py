@@ -26,7 +26,7 @@ from psycopg import sql
 from profilesync.db import with_dbname
 from profilesync.devkit.signups import KINDS
 from profilesync.migrate import available
-from tests.harness import count, signup, wait_for
+from tests.harness import PENDING, PROFILES_OF, count, signup, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -148,11 +148,9 @@ def test_the_installed_wheel_migrates_runs_a_burst_and_passes_doctor(
             [bin_dir / "profilesync", "publisher"], cwd=tmp_path, env=env, stdout=log, stderr=log
         )
         try:
-            pending = "SELECT count(*) FROM profile_sync.signup_events WHERE enqueued_at IS NULL"
-            assert wait_for(lambda: count(conn, pending) == 0), (tmp_path / "publisher.log").read_text()
+            assert wait_for(lambda: count(conn, PENDING) == 0), (tmp_path / "publisher.log").read_text()
             run(bin_dir / "profilesync", "worker", "--burst")
-            profiles = "SELECT count(*) FROM public.user_profiles WHERE id = ANY(%s)"
-            assert count(conn, profiles, (users,)) == len(users)
+            assert count(conn, PROFILES_OF, (users,)) == len(users)
             assert count(conn, "SELECT count(*) FROM profile_sync.signup_events") == 0
             env["PROFILESYNC_DOCTOR_MIN_WORKERS"] = "0"  # the burst worker has exited
             assert run(bin_dir / "profilesync", "doctor").stdout.strip().endswith("healthy")
