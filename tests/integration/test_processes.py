@@ -81,7 +81,7 @@ def test_a_supervised_child_restarts_as_it_was_started_with_its_open_files_limit
         assert children.restart("publisher") is None  # it was running: killed, not exited
         second = children.running["publisher"].pid
         assert second != first
-        assert wait_for(lambda: count(conn, "SELECT count(*) FROM profile_sync.publishers WHERE idle") == 1)
+        assert wait_for(lambda: count(conn, IDLE_PUBLISHERS) == 1)
         assert wait_for(lambda: get(port, "/healthz") == (200, "ok\n"))  # with its own environment again
     finally:
         codes = children.stop(timeout=15)
