@@ -29,6 +29,8 @@ METRICS = ("latency", "burst", "signup_cost", "chat_path", "publisher", "worker"
 LATENCY_SCENARIOS = {
     "ours": "",
     "ours_nolinger": "",
+    "ours_jobtx": "",
+    "ours_rqlines": "",
     "ideal": "",
     "naive": baselines.NAIVE_SQL,
     "supabase": baselines.SUPABASE_SQL,

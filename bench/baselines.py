@@ -8,11 +8,14 @@
 - ideal: our outbox trigger, and a publisher that inserts the profiles itself (batched SQL, no Redis);
 - ours_nolinger (not a baseline, an ablation): our pipeline with a publisher that never lingers after a
   drain, so it is woken by NOTIFY for every signup: shows what the linger buys and costs.
+- ablations of our worker, one change undone each: ours_jobtx (the job's statement wrapped in BEGIN/COMMIT),
+  ours_rqlines (RQ's per-job INFO lines rendered as JSON, as before).
 """
 
 from __future__ import annotations
 
 import multiprocessing.synchronize
+import os
 import signal
 import threading
 from typing import Any
@@ -146,3 +149,32 @@ def run_naive(database_url: str, redis_url: str, ready: multiprocessing.synchron
         while not stop.is_set():
             for notify in listen.notifies(timeout=0.2):
                 queue.enqueue(CREATE_PROFILES, args=([notify.payload],))
+
+
+def logs_to_devnull() -> None:
+    """Logs rendered as in production (JSON at INFO), written nowhere: their cost counts, not their noise."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    os.close(null)
+    configure("INFO", "json")
+
+
+def run_worker_ablation(database_url: str, redis_url: str, ablation: str) -> None:
+    """Process entry point: `profilesync worker` with one change undone (`jobtx`, `rqlines`) until SIGTERM."""
+    from profilesync.worker import main, profiles
+
+    logs_to_devnull()
+    if ablation == "jobtx":
+        sync = profiles.create_profiles
+
+        def in_transaction(conn: psycopg.Connection[Any], *args: Any, **kwargs: Any) -> Any:
+            with conn.transaction():
+                return sync(conn, *args, **kwargs)
+
+        profiles.create_profiles = in_transaction  # jobs.py calls it through the module
+    elif ablation == "rqlines":
+        main.ProfileSyncWorker.log_result_lifespan = True
+        main._demote_per_job_lines = lambda: None
+    else:
+        raise ValueError(f"unknown worker ablation: {ablation}")
+    main.run(Settings(database_url=database_url, redis_url=redis_url, log_level="INFO"))

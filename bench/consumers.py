@@ -16,12 +16,15 @@ import psycopg
 import redis
 from rq.worker import Worker
 
-from bench.baselines import run_ideal, run_naive, run_no_linger
+from bench.baselines import run_ideal, run_naive, run_no_linger, run_worker_ablation
 from bench.cpu import CpuProbe
 from bench.stages import run_traced_publisher, run_traced_worker
 
 # Scenarios whose profiles are created by something outside the signup transaction.
 ASYNC_SCENARIOS = ("ours", "ours_nolinger", "naive", "ideal")
+# Ablations of our pipeline (bench.baselines): the publisher's, and the worker's with the real publisher.
+PUBLISHER_ABLATIONS = {"ours_nolinger": run_no_linger}
+WORKER_ABLATIONS = {"ours_jobtx": "jobtx", "ours_rqlines": "rqlines"}
 # application_name of the consumers' PostgreSQL connections (their backends' CPU counts as theirs).
 BACKEND_NAMES = ("profilesync-listen", "profilesync-publisher", "profilesync-worker", "bench-naive")
 
@@ -88,13 +91,13 @@ def running(
                 roles[role] = helpers[-1].pid or 0
             _wait(lambda: _registered(database_url), "traced publisher")
             _wait(lambda: _worker_ready(redis_url), "traced worker")
-        elif scenario == "ours":
+        elif scenario == "ours" or scenario in WORKER_ABLATIONS:
             children.append(_cli("publisher", database_url, redis_url))
             _wait(lambda: _registered(database_url), "publisher")
-        elif scenario == "ours_nolinger":
-            helpers.append(ctx.Process(target=run_no_linger, args=(database_url, redis_url)))
+        elif scenario in PUBLISHER_ABLATIONS:
+            helpers.append(ctx.Process(target=PUBLISHER_ABLATIONS[scenario], args=(database_url, redis_url)))
             helpers[-1].start()
-            _wait(lambda: _registered(database_url), "publisher without linger")
+            _wait(lambda: _registered(database_url), f"publisher of {scenario}")
         elif scenario == "naive":
             ready = ctx.Event()
             helpers.append(ctx.Process(target=run_naive, args=(database_url, redis_url, ready)))
@@ -105,7 +108,12 @@ def running(
             helpers.append(ctx.Process(target=run_ideal, args=(database_url, redis_url)))
             helpers[-1].start()
             _wait(lambda: _registered(database_url), "ideal")
-        if scenario in ("ours", "ours_nolinger", "naive") and not roles:
+        if scenario in WORKER_ABLATIONS:
+            args = (database_url, redis_url, WORKER_ABLATIONS[scenario])
+            helpers.append(ctx.Process(target=run_worker_ablation, args=args))
+            helpers[-1].start()
+            _wait(lambda: _worker_ready(redis_url), f"worker of {scenario}")
+        elif scenario in ("ours", "naive", *PUBLISHER_ABLATIONS) and not roles:
             children.append(_cli("worker", database_url, redis_url))
             _wait(lambda: _worker_ready(redis_url), "worker")
         pids = [child.pid for child in children] + [helper.pid for helper in helpers if helper.pid]

@@ -32,7 +32,6 @@ from rq.job import Job
 from bench.counting import Counter, count_process_round_trips
 from profilesync.config import Settings
 from profilesync.devkit.stats import percentile
-from profilesync.logs import configure
 from profilesync.publisher.service import Publisher
 from profilesync.queueing import JobPlan
 from profilesync.worker import runtime
@@ -111,8 +110,10 @@ class TracedWorkerMixin:
 
 
 def _settings(database_url: str, redis_url: str) -> Settings:
-    configure("WARNING")
-    return Settings(database_url=database_url, redis_url=redis_url, log_level="WARNING")
+    from bench.baselines import logs_to_devnull
+
+    logs_to_devnull()  # as the `profilesync` commands log (and the ablations of this pipeline)
+    return Settings(database_url=database_url, redis_url=redis_url, log_level="INFO")
 
 
 def run_traced_publisher(database_url: str, redis_url: str, trace: str) -> None:
@@ -135,7 +136,7 @@ def run_traced_worker(database_url: str, redis_url: str, trace: str) -> None:
     traced: Any = worker
     traced.trips, traced.records = trips, []
     try:
-        worker.work(with_scheduler=True, logging_level="WARNING")
+        worker.work(with_scheduler=True, logging_level="INFO")
     finally:
         runtime.close()
         Path(trace).write_text(json.dumps(traced.records))

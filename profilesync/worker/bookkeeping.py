@@ -4,18 +4,27 @@ A SimpleWorker spends about 20 round trips on a job (the bench's `worker` metric
 separate commands and runs three times per job (around the dequeue and after the job), and it writes its state
 as "idle" twice. Mixed in before RQ's worker class, this sends each heartbeat as one pipeline, skips those
 that would not move the worker key's expiry (one was sent less than a second ago with at least that TTL), and
-skips writing a state the worker already has. What `rq info`, rq-dashboard and `rq requeue` read (the worker
-and job hashes, the registries, the queue) is written exactly as before. A heartbeat's round trip also checks
-that the worker is still registered, and registers it again when Redis lost it.
+skips writing a state the worker already has. A job's preparation never shortens the worker key's expiry (RQ
+sets it to the job's heartbeat TTL, shorter than the worker's, so the next idle heartbeat had to raise it
+again). The job's last heartbeat at its end and the worker's return to "idle" travel in the pipeline that
+records the job's outcome instead of two round trips of their own. What `rq info`, rq-dashboard and `rq
+requeue` read (the worker and job hashes, the registries, the queue) is written as before. A heartbeat's round
+trip also checks that the worker is still registered, and registers it again when Redis lost it.
 """
 
 from __future__ import annotations
 
+import math
 import time
+from datetime import timedelta
 from typing import Any
 
 from redis.client import Pipeline
 from rq import worker_registration
+from rq.job import Job
+from rq.queue import Queue
+from rq.utils import now as rq_now
+from rq.worker import WorkerStatus
 
 from profilesync.logs import get_logger
 
@@ -30,11 +39,13 @@ class FewerRoundTrips:
     """Mixin for an rq Worker class (first in the bases): pipelined, de-duplicated heartbeats and states."""
 
     _alive_until = 0.0  # monotonic time until which the last heartbeat keeps the worker key
+    _ended: Job | None = None  # a job that ended, whose last heartbeat goes with its outcome
 
     def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
         ttl = timeout or self.worker_ttl + 60  # type: ignore[attr-defined]  # as RQ's own heartbeat
         now = time.monotonic()
         if pipeline is not None:
+            ttl = max(ttl, math.ceil(self._alive_until - now))  # never shorter than the key already has
             super().heartbeat(ttl, pipeline=pipeline)  # type: ignore[misc]
         elif self._alive_until >= now + ttl - HEARTBEAT_SLACK:
             return
@@ -61,3 +72,28 @@ class FewerRoundTrips:
         if pipeline is None and state == getattr(self, "_state", None):
             return None
         return super().set_state(state, pipeline)  # type: ignore[misc]
+
+    def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
+        """As RQ's (the job's end and last heartbeat), the heartbeat written with the job's outcome."""
+        job.ended_at = job.last_heartbeat = rq_now()
+        self._ended = job
+
+    def increment_total_working_time(self, job_execution_time: timedelta, pipeline: Pipeline) -> None:
+        """In the pipeline of every outcome (success, failure, retry): also the ended job's last heartbeat and
+        the worker's state, back to idle (RQ's SimpleWorker writes it right after, on its own)."""
+        super().increment_total_working_time(job_execution_time, pipeline)  # type: ignore[misc]
+        self._write_ended(pipeline)
+        self.set_state(WorkerStatus.IDLE, pipeline=pipeline)
+
+    def perform_job(self, job: Job, queue: Queue, *args: Any, **kwargs: Any) -> bool:
+        try:
+            performed: bool = super().perform_job(job, queue, *args, **kwargs)  # type: ignore[misc]
+            return performed
+        finally:
+            if self._ended is not None:  # an outcome without the working time: the heartbeat on its own
+                self._write_ended(self.connection)  # type: ignore[attr-defined]
+
+    def _write_ended(self, connection: Any) -> None:
+        ended, self._ended = self._ended, None
+        if ended is not None and ended.last_heartbeat is not None:
+            ended.heartbeat(ended.last_heartbeat, 0, pipeline=connection)

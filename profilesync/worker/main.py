@@ -12,6 +12,7 @@ busy.
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 import time
@@ -82,6 +83,35 @@ class AllowListedJob(Job):
         return None
 
 
+# RQ's INFO lines per job (dequeued, "Job OK", "Successfully completed"): three records through the JSON
+# renderer on every job's path, saying what the job's own "profiles created" line says. Its lifecycle lines
+# (started, listening, stopping) stay INFO.
+_RQ_PER_JOB = frozenset(
+    {
+        "Worker %s: %s: %s (%s)",
+        "Worker %s: %s: %s",
+        "Successfully completed %s job in %ss on worker %s",
+        "Successfully completed job %s in %ss on worker %s",
+    }
+)
+
+
+class PerJobLinesAtDebug(logging.Filter):
+    """On RQ's worker logger: its per-job INFO lines become DEBUG lines (shown only at log level DEBUG)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or record.msg not in _RQ_PER_JOB:
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+def _demote_per_job_lines() -> None:
+    rq_log = logging.getLogger("rq.worker")
+    if not any(isinstance(f, PerJobLinesAtDebug) for f in rq_log.filters):
+        rq_log.addFilter(PerJobLinesAtDebug())
+
+
 class PromptExit:
     """Mixed in before an RQ worker class: its command listener exits on the UNSUBSCRIBE reply instead of 60 s
     later."""
@@ -105,10 +135,12 @@ class ProfileSyncWorker(FewerRoundTrips, PromptExit, SimpleWorker):
     """Remembers whether it was asked to stop: RQ also leaves its loop, quietly, when Redis goes away.
 
     Built by RQ's worker pool and by `rq worker -w` too, so its maintenance defaults come from the Settings,
-    and so is the allow-list: its job class is AllowListedJob whatever the caller passes.
+    and so is the allow-list: its job class is AllowListedJob whatever the caller passes. RQ's per-job log
+    lines are DEBUG; the job logs its one INFO line ("profiles created").
     """
 
     stop_signalled = False
+    log_result_lifespan = False  # "result is kept for N seconds" after every job
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         settings = runtime.settings()
@@ -120,6 +152,7 @@ class ProfileSyncWorker(FewerRoundTrips, PromptExit, SimpleWorker):
         kwargs.setdefault("worker_ttl", settings.worker_maintenance_interval + 15)
         kwargs["job_class"] = AllowListedJob
         super().__init__(*args, **kwargs)
+        _demote_per_job_lines()
 
     def perform_job(self, job: Job, queue: Queue, execution: Execution) -> bool:
         try:

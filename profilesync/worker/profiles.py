@@ -81,12 +81,14 @@ class _Batch:
         if probe and self.probes_left <= 0:  # the probes are spent: retried with the locked users
             self.outcome.locked.extend(user_ids)
             return
+        params = {"ids": user_ids, "policy": self.policy}  # the statement is prepared once per connection
         try:
-            with self.conn.transaction():
-                if probe:
+            if probe:  # its short lock wait is SET LOCAL: a transaction of its own
+                with self.conn.transaction():
                     self.conn.execute(f"SET LOCAL lock_timeout = {self.probe_ms}")
-                # Prepared once per connection: every job runs the same statement.
-                params = {"ids": user_ids, "policy": self.policy}
+                    row = self.conn.execute(self.query, params, prepare=True).fetchone()
+            else:
+                # One statement, atomic alone on the autocommit connection: one round trip, no BEGIN/COMMIT.
                 row = self.conn.execute(self.query, params, prepare=True).fetchone()
         except psycopg.Error as exc:
             # A missing grant is the deployment's fault, not these users': no bisecting, no failed marks.
