@@ -1,5 +1,6 @@
 """`python -m bench [--quick] [--only latency signup_cost ...]`: measure, print the markdown table, write
 bench/results/.
+`python -m bench --chaos MINUTES [--seed N]`: the chaos soak (bench.chaos); exits 1 when its audit fails.
 
 The metrics: `latency` (signup → profile under open-loop load), `burst` (a signup burst fully profiled),
 `signup_cost` (what the trigger costs a signup: pgbench, backend CPU, GoTrue's transactions), `chat_path`
@@ -16,6 +17,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bench import baselines, chatcost, latency, rates, report, sweepcost, throughput
+from bench.chaos import report as chaos_report
+from bench.chaos.run import ChaosOptions
+from bench.chaos.run import run as run_chaos
 from bench.cpu import OtherLoad
 from bench.servers import servers
 from bench.targets import targets
@@ -41,7 +45,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="short runs (development; figures are rough)")
     parser.add_argument("--only", nargs="+", choices=METRICS, default=list(METRICS), help="metrics to run")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--chaos",
+        type=float,
+        metavar="MINUTES",
+        help="instead: a chaos soak of MINUTES (steady signups, a random fault every 20 to 40 s, an audit) "
+        "on private servers (PROFILESYNC_POSTGRES_BIN / PROFILESYNC_REDIS_SERVER choose their binaries)",
+    )
+    parser.add_argument("--seed", type=int, default=1, help="the chaos soak's seed (its fault schedule)")
+    args = parser.parse_args(argv)
+    if args.chaos is not None and args.chaos <= 0:
+        parser.error("--chaos MINUTES must be positive")
+    return args
 
 
 def run(only: list[str], quick: bool) -> dict[str, Any]:
@@ -91,9 +106,23 @@ def run(only: list[str], quick: bool) -> dict[str, Any]:
     return results
 
 
+def chaos(minutes: float, seed: int) -> int:
+    try:
+        results = run_chaos(ChaosOptions(minutes=minutes, seed=seed))
+    except KeyboardInterrupt:
+        print("\ninterrupted: processes and servers stopped")
+        return 130
+    path = chaos_report.write(results)
+    print(chaos_report.markdown(results))
+    print(f"written: {path} and {path.with_suffix('.json')}")
+    return 0 if chaos_report.passed(results) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     configure("WARNING")
+    if args.chaos is not None:
+        return chaos(args.chaos, args.seed)
     results = run(args.only, args.quick)
     path = report.write(results)
     print(report.markdown(results))

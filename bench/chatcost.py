@@ -1,5 +1,6 @@
 """chat_path: what `ChatService.create_conversation` adds over a raw INSERT when the profile already exists,
-and what the client guarantee's trigger (sql/0006) adds to a Supabase client's insert through PostgREST."""
+and what the client guarantee's trigger (sql/definitions/07_client_guard.sql) adds to a Supabase client's
+insert through PostgREST."""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+def table(header: list[str], rows: list[list[Any]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_fmt(cell) for cell in row) + " |" for row in rows]
     return [*lines, ""]
@@ -65,7 +65,7 @@ def _latency(results: dict[str, Any]) -> list[str]:
     return [
         "**latency** signup → profile latency, open-loop (ms, database clock); pipeline CPU ms per signup "
         "(consumer processes + their PostgreSQL backends + Redis)",
-        *_table(
+        *table(
             [*header, "CPU ms/signup", "publisher polls/signup", "Redis bytes kept/signup", "sender lag ms"],
             rows,
         ),
@@ -92,7 +92,7 @@ def _stages(by_rate: dict[str, Any]) -> list[str]:
     return [
         "**Stages** of `ours` per signup, p50 / p99 ms (wall clock; see bench/stages.py), and each process's "
         "Redis round trips and CPU per signup",
-        *_table(["stage", *[f"{r}/s" for r in rates]], rows),
+        *table(["stage", *[f"{r}/s" for r in rates]], rows),
     ]
 
 
@@ -113,7 +113,7 @@ def _cpu(results: dict[str, Any]) -> list[str]:
     header = ["scenario", "when", "processes", "their PG backends", "Redis server", "publisher polls/s"]
     return [
         "**Idle** consumers (CPU cores) before any signup and after the latency loads",
-        *_table(header, rows),
+        *table(header, rows),
     ]
 
 
@@ -127,7 +127,7 @@ def _burst(results: dict[str, Any]) -> list[str]:
     return [
         "**burst** a signup burst fully profiled (s, first signup → last profile); ratio vs ideal batched "
         "SQL",
-        *_table(["scenario", "signups", "clients", "signing (s)", "all profiled (s)", "x ideal"], rows),
+        *table(["scenario", "signups", "clients", "signing (s)", "all profiled (s)", "x ideal"], rows),
     ]
 
 
@@ -154,7 +154,7 @@ def _signup_cost(results: dict[str, Any]) -> list[str]:
         f"{cost.get('rounds', 1)} interleaved rounds); ratio vs no trigger "
         "(`ours_busy`/`ours_idle`: our trigger with the publisher flag forced; `*_live`: publisher + worker "
         "running on the same cores; `ablation_*`: variants of our trigger, see bench/ablations.py)",
-        *_table(header, rows),
+        *table(header, rows),
     ]
     cpu = cost.get("trigger_cpu")
     if cpu:
@@ -163,7 +163,7 @@ def _signup_cost(results: dict[str, Any]) -> list[str]:
             f"**signup_cost trigger CPU**: one backend's CPU per signup "
             f"(µs; {cpu['signups_per_sample']} pipelined autocommit signups, synchronous_commit off, "
             f"median of {cpu['rounds']} interleaved rounds)",
-            *_table(["trigger", "µs per signup", "added vs no trigger"], rows),
+            *table(["trigger", "µs per signup", "added vs no trigger"], rows),
         ]
     for workload, found in cost.get("workloads", {}).items():
         rows = [
@@ -172,7 +172,7 @@ def _signup_cost(results: dict[str, Any]) -> list[str]:
         ]
         out += [
             f"**signup_cost `{workload}`** transactions/s, ratio vs no trigger",
-            *_table(["trigger", *[f"{c} clients" for c in clients]], rows),
+            *table(["trigger", *[f"{c} clients" for c in clients]], rows),
         ]
     return out + _workload_cpu(cost.get("workload_cpu"))
 
@@ -187,7 +187,7 @@ def _workload_cpu(cpu: dict[str, Any] | None) -> list[str]:
         f"**signup_cost workload CPU**: one backend's CPU per transaction of the auth server (µs; "
         f"{cpu['transactions_per_sample']} server-side transactions, median of {cpu['rounds']} interleaved "
         "rounds); in parentheses transactions per CPU second vs no trigger",
-        *_table(["workload", *variants], rows),
+        *table(["workload", *variants], rows),
     ]
 
 
@@ -198,7 +198,7 @@ def _chat_path(chat: dict[str, Any]) -> list[str]:
     ]
     return [
         f"**chat_path** create_conversation with the profile present ({chat['calls']} calls) vs a raw INSERT",
-        *_table(["path", "p50 ms", "p99 ms", "round trips"], rows),
+        *table(["path", "p50 ms", "p99 ms", "round trips"], rows),
         f"added p50: {chat['added_p50_ms']} ms, added round trips: {chat['added_round_trips']}",
         "",
         *_chat_path_client(chat.get("client")),
@@ -216,7 +216,7 @@ def _chat_path_client(client: dict[str, Any] | None) -> list[str]:
         "**chat_path client** a Supabase client's insert through PostgREST (`authenticated` + JWT claims, "
         f"profile present, {client['calls']} calls): with the client guarantee's trigger vs a trigger-less "
         "twin",
-        *_table(["insert", "p50 ms", "p99 ms", "round trips"], rows),
+        *table(["insert", "p50 ms", "p99 ms", "round trips"], rows),
         f"added p50: {client['added_p50_ms']} ms (median of paired differences "
         f"{client['added_p50_paired_ms']} ms), added round trips: {client['added_round_trips']}, added "
         f"server CPU per insert (p50): {client.get('added_backend_cpu_p50_ms', '-')} ms",
@@ -244,7 +244,7 @@ def _publisher_and_worker(results: dict[str, Any]) -> list[str]:
         header = ["jobs", "users", "profiles/s", "Redis round trips/profile", "Redis commands/profile"]
         out += [
             "**worker** one worker process (SimpleWorker, burst)",
-            *_table([*header, "x one job per user"], rows),
+            *table([*header, "x one job per user"], rows),
         ]
     return out
 
@@ -281,7 +281,7 @@ def markdown(results: dict[str, Any]) -> str:
             [t["metric"], t["target"], t["measured"], "met" if t["met"] else "**NOT met**"]
             for t in results["targets"]
         ]
-        out += ["**Targets**", *_table(["metric", "target", "measured", "verdict"], rows)]
+        out += ["**Targets**", *table(["metric", "target", "measured", "verdict"], rows)]
     return "\n".join(out)
 
 

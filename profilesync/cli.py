@@ -29,17 +29,57 @@ Command = Callable[[argparse.Namespace, Settings], int]
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     from profilesync import db
-    from profilesync.migrate import migrate
-    from profilesync.ops import supabase
+    from profilesync.migrate import migrate, plan
 
+    mapping = settings.profile_mapping()
     if args.emit_supabase is not None:
-        print(supabase.format_emitted(supabase.emit(args.emit_supabase)))
-        return 0
+        return _emit_supabase(args.emit_supabase, settings)
     with db.connect(settings.database_url, autocommit=True) as conn:
-        applied = migrate(conn, dev_auth_stub=args.dev_auth_stub)
+        if args.dry_run:
+            print(plan(conn, mapping), end="")
+            return 0
+        done = migrate(conn, mapping, dev_auth_stub=args.dev_auth_stub)
+    applied = done.migrations
     print(
         f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else " (up to date)")
     )
+    print(f"applied {len(done.definitions)} definition(s)" if done.definitions else "definitions up to date")
+    return 0
+
+
+def _emit_supabase(directory: Path, settings: Settings) -> int:
+    from profilesync import db
+    from profilesync.definitions import Context
+    from profilesync.migrate import preflight
+    from profilesync.ops import supabase
+
+    mapping = settings.profile_mapping()
+    context = Context()  # the seed's: no database needed
+    if not mapping.is_seed:  # the app's own table: its key and columns come from the catalog (DATABASE_URL)
+        with db.connect(settings.database_url, autocommit=True) as conn:
+            context = Context.of(mapping, preflight(conn, mapping))
+    print(supabase.format_emitted(supabase.emit(directory, context=context)))
+    return 0
+
+
+def cmd_config_check(args: argparse.Namespace, settings: Settings) -> int:
+    from profilesync import catalog, db
+
+    mapping = settings.profile_mapping()
+    with db.connect(settings.database_url, autocommit=True, application_name="profilesync-config") as conn:
+        facts = catalog.read_table(conn, mapping)
+    problems = catalog.check(mapping, facts)
+    for problem in problems:
+        print(f"profilesync: {ConfigError(problem)}", file=sys.stderr)
+    if problems:
+        return 2
+    source = str(settings.config) if settings.config else "no PROFILESYNC_CONFIG: the seed's mapping"
+    print(f"{mapping.qualified}: {len(mapping.columns)} mapped column(s) fit ({source})")
+    if facts is not None and not facts.cascades:
+        print(
+            f"advice: {mapping.qualified}'s reference to auth.users has no ON DELETE CASCADE: deleting a "
+            "user then fails with 23503 while the profile exists"
+        )
     return 0
 
 
@@ -96,23 +136,25 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
-    from profilesync import db
+    from profilesync import catalog, db
     from profilesync.migrate import require_schema
     from profilesync.ops import backfill
     from profilesync.ops.backfill_progress import record_showing_progress, wait_showing_progress
 
     with db.connect(settings.database_url, autocommit=True, application_name="profilesync-backfill") as conn:
         require_schema(conn)
+        profile = catalog.profile_table(conn, settings.profile_mapping())
         if args.dry_run:
+            candidates = backfill.count_candidates(conn, profile)
             print(
-                f"dry run: {backfill.count_candidates(conn):,} user(s) would be recorded (without a profile, "
-                "or soft-deleted with personal data left in the profile)"
+                f"dry run: {candidates:,} user(s) would be recorded (without a profile, or soft-deleted with "
+                "personal data left in the profile)"
             )
         else:
-            result = record_showing_progress(conn, args.chunk_size, sys.stderr, sys.stdout)
+            result = record_showing_progress(conn, args.chunk_size, sys.stderr, sys.stdout, profile)
             if args.wait and result.recorded:
                 wait_showing_progress(conn, result.recorded, args.timeout, sys.stderr, sys.stdout)
-        report = backfill.verification_report(conn, sample=args.sample)
+        report = backfill.verification_report(conn, sample=args.sample, profile=profile)
     print(backfill.format_report(report))
     return 0 if args.dry_run or not args.wait or report.complete else 1
 
@@ -249,8 +291,12 @@ def _migrate_command(sub: Any) -> None:
         sub,
         "migrate",
         "apply the SQL migrations (safe to run again)",
-        "Creates the profile_sync schema, the signup trigger on auth.users and the roles' grants; each\n"
-        "sql/NNNN_*.sql runs once, recorded in profile_sync.schema_migrations. Run it as the database owner.",
+        "Creates the profile_sync schema, the signup trigger on auth.users and the roles' grants. Each\n"
+        "sql/NNNN_*.sql runs once (profile_sync.schema_migrations); the definitions (functions, triggers,\n"
+        "policies, grants), rendered for PROFILESYNC_CONFIG, are applied again whenever they changed or\n"
+        "drifted. Checks the config first; all in one transaction (a failure changes nothing). Run it as\n"
+        "the database owner.",
+        "config",
         "database_url",
     )
     p.add_argument(
@@ -262,9 +308,30 @@ def _migrate_command(sub: Any) -> None:
         "--emit-supabase",
         type=Path,
         metavar="DIR",
-        help="write the migrations as Supabase CLI files into DIR (e.g. supabase/migrations) instead",
+        help="write the migrations and definitions as Supabase CLI files into DIR (e.g. supabase/migrations) "
+        "instead",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the SQL migrate would run (pending migrations, the rendered definitions); change nothing",
     )
     p.set_defaults(func=cmd_migrate)
+
+
+def _config_command(sub: Any) -> None:
+    p = _add(
+        sub,
+        "config",
+        "check PROFILESYNC_CONFIG against the database (exit 2 when it does not fit)",
+        "Reads the profile table PROFILESYNC_CONFIG names from the catalog and checks the mapping: the\n"
+        "table and columns exist, the primary key references auth.users (id), mapped columns are text-like,\n"
+        "every NOT NULL column without a default is filled. One line per problem, naming its config key.",
+        "config",
+        "database_url",
+    )
+    p.add_argument("action", choices=["check"], help="check: validate the config against the catalog")
+    p.set_defaults(func=cmd_config_check)
 
 
 def _uninstall_command(sub: Any) -> None:
@@ -462,6 +529,7 @@ def _demo_command(sub: Any) -> None:
 
 COMMANDS: tuple[Callable[[Any], None], ...] = (
     _migrate_command,
+    _config_command,
     _uninstall_command,
     _publisher_command,
     _worker_command,
@@ -505,7 +573,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 141  # as if killed by SIGPIPE
     except KeyboardInterrupt:
         return 130
-    except ConfigError as exc:  # a setting that cannot work (LISTEN through a transaction pooler): invalid
+    except ConfigError as exc:  # a setting or PROFILESYNC_CONFIG that cannot work: nothing was changed
         from profilesync.explain import explain
 
         print(f"profilesync: {explain(exc, settings)}", file=sys.stderr)

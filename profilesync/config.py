@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Literal
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from profilesync.mapping import ProfileMapping, load
 
 TRANSACTION_POOLER_PORT = 6543
 DEFAULT_QUEUE = "profiles"
@@ -69,6 +72,12 @@ class Settings(BaseSettings):
         default=DEFAULT_QUEUE,
         pattern=r"^[A-Za-z0-9_.:-]{1,100}$",
         description="RQ queue name; give each project sharing one Redis its own",
+    )
+
+    config: Path | None = Field(
+        default=None,
+        description="TOML file naming the app's profile table and which auth.users values fill its columns "
+        "(profilesync.mapping); unset: the seed's public.user_profiles",
     )
 
     # publisher
@@ -226,6 +235,10 @@ class Settings(BaseSettings):
                 "(a statement must end in PostgreSQL before RQ interrupts its job)"
             )
         return self
+
+    def profile_mapping(self) -> ProfileMapping:
+        """The profile mapping of PROFILESYNC_CONFIG (read each call; ConfigError when it is unusable)."""
+        return load(self.config)
 
     @property
     def listen_url(self) -> str:

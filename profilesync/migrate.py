@@ -1,5 +1,7 @@
 """Apply the packaged SQL migrations (sql/NNNN_*.sql) in order, once each, recorded in
-profile_sync.schema_migrations.
+profile_sync.schema_migrations; then the definitions (profilesync.definitions) rendered for the profile
+mapping when they changed or drifted. All of it in one transaction (a failure leaves the database as it was),
+after a preflight of the mapping against the catalog (profilesync.catalog).
 
 The top-level sql/ directory of the source tree is installed as the package `profilesync.sql` (see
 pyproject.toml), so a wheel carries the same files a reader finds in the repository; they are read with
@@ -16,8 +18,12 @@ from typing import Any
 
 import psycopg
 
-from profilesync.errors import MigrationError, SchemaMissingError
+from profilesync import catalog, definitions
+from profilesync.catalog import TableFacts
+from profilesync.definitions import Context
+from profilesync.errors import ConfigError, MigrationError, SchemaMissingError
 from profilesync.logs import get_logger
+from profilesync.mapping import DEFAULT, ProfileMapping
 
 SQL_PACKAGE = "profilesync.sql"
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
@@ -25,13 +31,24 @@ _LOCK_KEY = 0x70726F66  # advisory lock shared by concurrent migrators
 
 log = get_logger(__name__)
 
-# The bookkeeping table, created before the first migration (and by every file of --emit-supabase).
+# The bookkeeping tables, created before the first migration (and by every file of --emit-supabase): the
+# migrations applied, the checksum of each definition applied, and the state of every object of ours that the
+# last apply left (profilesync.definitions.STATE), against which doctor reports drift.
 BOOTSTRAP = """\
 CREATE SCHEMA IF NOT EXISTS profile_sync;
 CREATE TABLE IF NOT EXISTS profile_sync.schema_migrations (
   version text PRIMARY KEY,
   name text NOT NULL,
   applied_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS profile_sync.definitions (
+  name text PRIMARY KEY,
+  checksum text NOT NULL,
+  applied_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS profile_sync.definition_objects (
+  object text PRIMARY KEY,
+  state text NOT NULL
 );
 """
 RECORD = "INSERT INTO profile_sync.schema_migrations (version, name) VALUES (%s, %s)"
@@ -90,34 +107,93 @@ def pending(conn: psycopg.Connection[Any]) -> list[Migration]:
     return [m for m in available() if m.version not in done]
 
 
-def migrate(conn: psycopg.Connection[Any], *, dev_auth_stub: bool = False) -> list[str]:
-    """Apply pending migrations, each in its own transaction. Returns the names applied."""
+@dataclass(frozen=True)
+class Migrated:
+    """What one `migrate` did: the migrations applied, and the definitions applied (all of them when any one
+    changed or an object drifted; none when the database already matched them)."""
+
+    migrations: list[str]
+    definitions: list[str]
+
+
+def preflight(conn: psycopg.Connection[Any], mapping: ProfileMapping) -> TableFacts:
+    """The profile table's facts, after checking that the mapping fits it; ConfigError (the first problem,
+    naming its config key) otherwise. Reads the catalog only. A fresh install: the seed's table as 0001
+    creates it."""
+    facts = catalog.read_table(conn, mapping)
+    problems = catalog.check(mapping, facts)
+    if problems:
+        more = f" (and {len(problems) - 1} more: profilesync config check)" if len(problems) > 1 else ""
+        raise ConfigError(problems[0] + more)
+    return facts or catalog.SEED_FACTS
+
+
+# Read by sql/0001_tables.sql: the seed's tables are created only for the seed's mapping.
+SEED_TABLES = "SELECT pg_catalog.set_config('profile_sync.seed_tables', %s, true)"
+
+
+def migrate(
+    conn: psycopg.Connection[Any], mapping: ProfileMapping = DEFAULT, *, dev_auth_stub: bool = False
+) -> Migrated:
+    """Check `mapping` against the catalog, then apply pending migrations and the definitions rendered for
+    it (when they changed or drifted), in one transaction: a failure leaves the database as it found it."""
     conn.autocommit = True
     conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
     try:
+        with conn.transaction():
+            if dev_auth_stub:
+                conn.execute(auth_stub().encode())
+            has_auth = conn.execute("SELECT to_regclass('auth.users') IS NOT NULL").fetchone()
+            if not has_auth or not has_auth[0]:
+                raise MigrationError(
+                    "auth.users does not exist: point DATABASE_URL at a Supabase database, "
+                    "or run `profilesync migrate --dev-auth-stub` on plain PostgreSQL"
+                )
+            preflight(conn, mapping)
+            conn.execute(SEED_TABLES, ("on" if mapping.is_seed else "off",))
+            conn.execute(BOOTSTRAP.encode())
+            names = []
+            for migration in pending(conn):
+                try:
+                    with conn.transaction():
+                        conn.execute(migration.read().encode())
+                        conn.execute(RECORD, (migration.version, migration.name))
+                except psycopg.Error as exc:
+                    raise MigrationError(f"{migration.filename}: {exc}") from exc
+                names.append(migration.name)
+            # Rendered for the table as it is now (a fresh install has just created the seed's).
+            context = Context.of(mapping, catalog.read_table(conn, mapping) or catalog.SEED_FACTS)
+            applied = _apply_definitions(conn, context)
         if dev_auth_stub:
-            conn.execute(auth_stub().encode())
             log.info("auth stub applied")
-        has_auth = conn.execute("SELECT to_regclass('auth.users') IS NOT NULL").fetchone()
-        if not has_auth or not has_auth[0]:
-            raise MigrationError(
-                "auth.users does not exist: point DATABASE_URL at a Supabase database, "
-                "or run `profilesync migrate --dev-auth-stub` on plain PostgreSQL"
-            )
-        conn.execute(BOOTSTRAP.encode())
-        names = []
-        for migration in pending(conn):
-            try:
-                with conn.transaction():
-                    conn.execute(migration.read().encode())
-                    conn.execute(RECORD, (migration.version, migration.name))
-            except psycopg.Error as exc:
-                raise MigrationError(f"{migration.filename}: {exc}") from exc
-            log.info("migration applied", migration=migration.name)
-            names.append(migration.name)
-        return names
+        for name in names:
+            log.info("migration applied", migration=name)
+        if applied:
+            log.info("definitions applied", definitions=applied)
+        return Migrated(names, applied)
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+
+
+def _apply_definitions(conn: psycopg.Connection[Any], context: Context) -> list[str]:
+    rendered = definitions.render(context)
+    outdated = definitions.outdated(conn, rendered)
+    drifted = definitions.drift(conn)
+    guards = definitions.guards(conn)
+    unguarded = guards.unguarded if guards else []
+    if not outdated and not drifted and not unguarded and not (guards and guards.stale):
+        return []
+    definitions.apply(conn, rendered)
+    log.info("definitions to apply", changed=outdated, drifted=drifted, unguarded=unguarded)
+    return [d.name for d in rendered]
+
+
+def plan(conn: psycopg.Connection[Any], mapping: ProfileMapping = DEFAULT) -> str:
+    """The SQL `migrate` would run now (pending migrations, then every definition rendered for `mapping`),
+    changing nothing. A fresh install: the definitions are rendered for the seed's table as 0001 makes it."""
+    context = Context.of(mapping, preflight(conn, mapping))
+    parts = [f"-- {m.filename}\n{m.read().rstrip()}\n" for m in pending(conn)]
+    return "\n".join([*parts, definitions.script(definitions.render(context))])
 
 
 def require_schema(conn: psycopg.Connection[Any]) -> None:

@@ -3,29 +3,38 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 
 
 class Children:
     """Named children, each in its own session: Ctrl-C reaches only the parent, and a kill takes the child's
     whole process group (a worker's forked RQ scheduler too), as when a container dies.
 
-    A child's output goes to LOGDIR/NAME.log, appended to when a name is started again.
+    A child's output goes to LOGDIR/NAME.log, appended to when a name is started again. With `open_files`,
+    children start with that soft limit of open files (a service manager's usual 1,024), whatever the
+    parent's.
     """
 
-    def __init__(self, env: dict[str, str], logdir: Path) -> None:
+    def __init__(self, env: dict[str, str], logdir: Path, open_files: int | None = None) -> None:
         self.env = env
         self.logdir = logdir
+        self.open_files = open_files
         self.running: dict[str, subprocess.Popen[bytes]] = {}
+        self.commands: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {}
 
     def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> None:
         """`profilesync ARGS…` as child NAME; `env` adds to (overrides) the shared environment."""
         assert name not in self.running, f"{name} already running"
-        with (self.logdir / f"{name}.log").open("ab") as sink:
+        self.commands[name] = (args, env or {})
+        with (self.logdir / f"{name}.log").open("ab") as sink, _soft_open_files(self.open_files):
             self.running[name] = subprocess.Popen(
                 [sys.executable, "-m", "profilesync.cli", *args],
                 env={**self.env, **(env or {})},
@@ -34,6 +43,18 @@ class Children:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
+
+    def restart(self, name: str) -> int | None:
+        """Start NAME again as it was last started, as a supervisor does; returns the exit code of the one
+        before (None: it was still running, and is killed first)."""
+        process = self.running.get(name)
+        code = None if process is None else process.poll()
+        if process is not None and code is None:
+            self.kill(name)
+        self.running.pop(name, None)
+        args, env = self.commands[name]
+        self.start(name, *args, env=env)
+        return code
 
     def dead(self) -> dict[str, int | None]:
         """Children that exited on their own: name → exit code."""
@@ -72,3 +93,31 @@ class Children:
     def logs(self) -> str:
         """Every child's log, one after the other."""
         return "".join(p.read_text(errors="replace") for p in sorted(self.logdir.glob("*.log")))
+
+
+@contextmanager
+def _soft_open_files(limit: int | None) -> Iterator[None]:
+    """This process's soft limit of open files lowered to `limit` while a child spawns (it inherits it)."""
+    if limit is None:
+        yield
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(limit, hard), hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C, so servers and subprocesses are cleaned up either way."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

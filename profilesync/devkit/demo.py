@@ -15,24 +15,22 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import signal
 import sys
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any, TextIO
 
 import psycopg
 
 from profilesync.config import Settings
-from profilesync.devkit.children import Children
+from profilesync.devkit.children import Children, sigterm_interrupts
 from profilesync.devkit.signups import Signup, insert_signup, make_signup, mixed_kinds
 from profilesync.devkit.stats import percentile
 from profilesync.errors import ProfileSyncError
@@ -166,31 +164,13 @@ class DemoOptions:
     seed: int = 1
 
 
-class _Interrupted(Exception):
-    pass
-
-
-@contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM unwinds like Ctrl-C, so servers and subprocesses are cleaned up either way."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def run_demo(options: DemoOptions, base: Settings, out: TextIO = sys.stdout) -> int:
     from profilesync.devkit import discovery
     from profilesync.devkit.embedded import EmbeddedPostgres, EmbeddedRedis
 
     started = time.monotonic()
     discovery.check(base)  # both missing servers in one line, before anything starts
-    with ExitStack() as stack, _sigterm_interrupts():
+    with ExitStack() as stack, sigterm_interrupts():
         try:
             bindir, redis_binary = discovery.postgres_bindir(base), discovery.redis_server(base)
             out.write(f"starting PostgreSQL ({bindir}) and Redis ({redis_binary}) …\n")
@@ -230,7 +210,7 @@ def _migrate(settings: Settings, logdir: Path, out: TextIO) -> None:
     from profilesync.migrate import migrate
 
     with db.connect(settings.database_url, autocommit=True) as conn:
-        applied = migrate(conn, dev_auth_stub=True)
+        applied = migrate(conn, dev_auth_stub=True).migrations
     out.write(
         f"PostgreSQL {settings.database_url}, Redis {settings.redis_url}: migrated ({len(applied)} "
         f"migrations, dev auth stub); process logs in {logdir} (kept if the demo fails)\n"

@@ -16,7 +16,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
+from profilesync.catalog import SEED_TABLE, ProfileTable
 from profilesync.logs import get_logger
 
 log = get_logger(__name__)
@@ -28,6 +30,8 @@ SIGNUP_CHANNEL = (
 # A user needs a backfill when it has no outbox row and its profile is out of step: a live user without a
 # profile, or a soft-deleted user whose profile still holds personal data (the worker scrubs it). Failed rows
 # are `profilesync replay`'s business: recording them again would only fail again.
+# Composed for the profile table (profilesync.catalog.ProfileTable): {has_profile} is its EXISTS probe for the
+# user, {personal} true when the profile row `p` holds a mapped value the soft-delete scrub clears.
 # Two literal statements (not one with `OR $1 IS NULL`) so both can walk the primary key index.
 _CHUNK = """
 WITH batch AS (
@@ -48,22 +52,19 @@ SELECT (SELECT b.id FROM batch b ORDER BY b.id DESC LIMIT 1),
 """
 _OUT_OF_STEP = """
   CASE WHEN b.deleted_at IS NULL
-       THEN NOT EXISTS (SELECT 1 FROM public.user_profiles p WHERE p.id = b.id)
-       ELSE EXISTS (SELECT 1 FROM public.user_profiles p WHERE p.id = b.id
-                    AND (p.email IS NOT NULL OR p.full_name IS NOT NULL OR p.avatar_url IS NOT NULL))
+       THEN NOT {has_profile}
+       ELSE EXISTS (SELECT 1 FROM {table} p WHERE p.{key} = b.id AND {personal})
   END
   AND NOT EXISTS (SELECT 1 FROM profile_sync.signup_events e WHERE e.user_id = b.id)"""
-_FIRST_CHUNK = _CHUNK.format(after="", out_of_step=_OUT_OF_STEP)
-_NEXT_CHUNK = _CHUNK.format(after="WHERE u.id > %(after)s", out_of_step=_OUT_OF_STEP)
 # The same two kinds of user, counted separately so the planner can use anti-joins over every user.
 _CANDIDATES = """
 SELECT (SELECT count(*) FROM auth.users b
         WHERE b.deleted_at IS NULL
-          AND NOT EXISTS (SELECT 1 FROM public.user_profiles p WHERE p.id = b.id)
+          AND NOT {has_profile}
           AND NOT EXISTS (SELECT 1 FROM profile_sync.signup_events e WHERE e.user_id = b.id))
-     + (SELECT count(*) FROM auth.users b JOIN public.user_profiles p ON p.id = b.id
+     + (SELECT count(*) FROM auth.users b JOIN {table} p ON p.{key} = b.id
         WHERE b.deleted_at IS NOT NULL
-          AND (p.email IS NOT NULL OR p.full_name IS NOT NULL OR p.avatar_url IS NOT NULL)
+          AND {personal}
           AND NOT EXISTS (SELECT 1 FROM profile_sync.signup_events e WHERE e.user_id = b.id))
 """
 _USERS = "SELECT count(*) FROM auth.users"
@@ -72,18 +73,27 @@ _PENDING_EVENTS = "SELECT count(*) FROM profile_sync.signup_events WHERE failed_
 _REPORT = """
 SELECT
   (SELECT count(*) FROM auth.users u WHERE u.deleted_at IS NULL),
-  (SELECT count(*) FROM public.user_profiles),
-  (SELECT count(*) FROM auth.users u
-   WHERE u.deleted_at IS NULL AND NOT EXISTS (SELECT 1 FROM public.user_profiles p WHERE p.id = u.id)),
+  (SELECT count(*) FROM {table}),
+  (SELECT count(*) FROM auth.users u WHERE u.deleted_at IS NULL AND NOT {has_profile}),
   (SELECT count(*) FROM profile_sync.signup_events e WHERE e.failed_at IS NULL),
   (SELECT count(*) FROM profile_sync.signup_events e WHERE e.failed_at IS NOT NULL)
 """
 _SAMPLE_MISSING = """
 SELECT u.id FROM auth.users u
-WHERE u.deleted_at IS NULL AND NOT EXISTS (SELECT 1 FROM public.user_profiles p WHERE p.id = u.id)
+WHERE u.deleted_at IS NULL AND NOT {has_profile}
 ORDER BY u.created_at, u.id
 LIMIT %s
 """
+
+
+def _compose(template: str, profile: ProfileTable, user_id: str, **parts: sql.Composable) -> sql.Composed:
+    return sql.SQL(template).format(
+        table=profile.name,
+        key=sql.Identifier(profile.key),
+        has_profile=profile.has_profile(sql.SQL(user_id)),
+        personal=profile.holds_personal_data("p"),
+        **parts,
+    )
 
 
 @dataclass(frozen=True)
@@ -106,11 +116,14 @@ class VerificationReport:
         return {**asdict(self), "complete": self.complete}
 
 
-def verification_report(conn: psycopg.Connection[Any], sample: int = 10) -> VerificationReport:
-    row = conn.execute(_REPORT).fetchone()
+def verification_report(
+    conn: psycopg.Connection[Any], sample: int = 10, profile: ProfileTable = SEED_TABLE
+) -> VerificationReport:
+    row = conn.execute(_compose(_REPORT, profile, "u.id")).fetchone()
     assert row is not None
     users, profiles, without, pending, failed = (int(value) for value in row)
-    ids = [str(r[0]) for r in conn.execute(_SAMPLE_MISSING, (sample,))] if without and sample else []
+    missing = _compose(_SAMPLE_MISSING, profile, "u.id")
+    ids = [str(r[0]) for r in conn.execute(missing, (sample,))] if without and sample else []
     return VerificationReport(users, profiles, without, pending, failed, ids)
 
 
@@ -139,9 +152,9 @@ class BackfillResult:
     seconds: float
 
 
-def count_candidates(conn: psycopg.Connection[Any]) -> int:
+def count_candidates(conn: psycopg.Connection[Any], profile: ProfileTable = SEED_TABLE) -> int:
     """Users a backfill would record now (the dry run)."""
-    row = conn.execute(_CANDIDATES).fetchone()
+    row = conn.execute(_compose(_CANDIDATES, profile, "b.id")).fetchone()
     assert row is not None
     return int(row[0])
 
@@ -157,6 +170,7 @@ def record_missing(
     *,
     chunk_size: int = 10_000,
     on_chunk: Callable[[int, int], None] | None = None,
+    profile: ProfileTable = SEED_TABLE,
 ) -> BackfillResult:
     """Walk auth.users by id in chunks; record an outbox event for each user whose profile is out of step
     (missing, or a soft-deleted user's holding personal data).
@@ -164,15 +178,20 @@ def record_missing(
     Each chunk is its own transaction (short locks, visible progress, a crash loses at most one chunk, which a
     re-run redoes) and wakes the publisher with one NOTIFY. `on_chunk(scanned, recorded)` reports totals.
     """
+    out_of_step = _compose(_OUT_OF_STEP, profile, "b.id")
+    first_chunk = _compose(_CHUNK, profile, "b.id", after=sql.SQL(""), out_of_step=out_of_step)
+    next_chunk = _compose(
+        _CHUNK, profile, "b.id", after=sql.SQL("WHERE u.id > %(after)s"), out_of_step=out_of_step
+    )
     started = time.monotonic()
     after: uuid.UUID | None = None
     scanned = recorded = chunks = 0
     while True:
         with conn.transaction():
             if after is None:
-                row = conn.execute(_FIRST_CHUNK, {"limit": chunk_size}).fetchone()
+                row = conn.execute(first_chunk, {"limit": chunk_size}).fetchone()
             else:
-                row = conn.execute(_NEXT_CHUNK, {"after": after, "limit": chunk_size}).fetchone()
+                row = conn.execute(next_chunk, {"after": after, "limit": chunk_size}).fetchone()
             assert row is not None
             last_id, in_chunk, inserted = row
             if inserted:

@@ -8,12 +8,17 @@ from typing import Any, TextIO
 
 import psycopg
 
+from profilesync.catalog import SEED_TABLE, ProfileTable
 from profilesync.ops import backfill
 from profilesync.ops.progress import StatusLine, bar
 
 
 def record_showing_progress(
-    conn: psycopg.Connection[Any], chunk_size: int, progress: TextIO, out: TextIO
+    conn: psycopg.Connection[Any],
+    chunk_size: int,
+    progress: TextIO,
+    out: TextIO,
+    profile: ProfileTable = SEED_TABLE,
 ) -> backfill.BackfillResult:
     """Record an event for every user without a profile, a progress bar over the users scanned."""
     total = backfill.count_users(conn)
@@ -24,6 +29,7 @@ def record_showing_progress(
         on_chunk=lambda scanned, recorded: line.update(
             f"scanning users {bar(scanned, total)} {scanned:,}/{total:,}  recorded {recorded:,}"
         ),
+        profile=profile,
     )
     line.finish()
     rate = result.scanned / result.seconds if result.seconds > 0 else 0.0

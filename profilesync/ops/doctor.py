@@ -19,11 +19,14 @@ from typing import Any, Literal
 import psycopg
 import redis
 from psycopg import errors as pg_errors
+from psycopg import sql
 from rq import Worker
 from rq.registry import FailedJobRegistry
 
-from profilesync import db
+from profilesync import catalog, db, definitions
 from profilesync.config import Settings, is_transaction_pooler, redact
+from profilesync.definitions import Context
+from profilesync.errors import ConfigError
 from profilesync.explain import explain, first_line
 from profilesync.migrate import pending
 from profilesync.ops import objects, probe
@@ -34,7 +37,7 @@ Status = Literal["ok", "warn", "fail"]
 Verdict = tuple[Status, str]
 Server = Literal["database", "redis"]
 
-SIGNUP_TRIGGER = "profile_sync_on_auth_user_created"
+SIGNUP_TRIGGER = objects.SIGNUP_TRIGGER
 WRITE_PROBE_KEY = (
     "profilesync:doctor:write-probe"  # a tiny key with a short TTL: the write probe's only trace
 )
@@ -47,12 +50,19 @@ _BACKLOG = """
 SELECT count(*), extract(epoch FROM now() - min(created_at))::float8
 FROM profile_sync.signup_events WHERE failed_at IS NULL
 """
+_DELETE_RULE = """
+SELECT c.confdeltype::text FROM pg_catalog.pg_constraint c
+WHERE c.conrelid = pg_catalog.to_regclass(%s) AND c.contype = 'f'
+  AND c.confrelid = pg_catalog.to_regclass('auth.users')
+ORDER BY c.confdeltype = 'c' DESC
+LIMIT 1
+"""
 _FAILED_EVENTS = "SELECT count(*) FROM profile_sync.signup_events WHERE failed_at IS NOT NULL"
 _WITHOUT_PROFILES = """
 SELECT count(*),
        count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM profile_sync.signup_events e WHERE e.user_id = u.id))
 FROM auth.users u
-WHERE u.deleted_at IS NULL AND NOT EXISTS (SELECT 1 FROM public.user_profiles p WHERE p.id = u.id)
+WHERE u.deleted_at IS NULL AND NOT {has_profile}
 """
 # Profiles of soft-deleted users that still hold personal data, and how many of them no pending event will
 # scrub (a failed event is not pending: `failed_events` reports it).
@@ -109,7 +119,11 @@ class Facts:
     trigger_enabled: str | None = (
         None  # pg_trigger.tgenabled: O/A fire, D disabled, R replica only; "" missing
     )
-    missing_objects: list[str] | None = None  # objects.missing(): tables, functions, triggers, grants
+    missing_objects: list[str] | None = None  # objects.missing(): tables, functions, triggers, roles
+    outdated_definitions: list[str] | None = None  # definitions this release renders that are not applied
+    drifted_objects: list[str] | None = None  # objects that no longer match their applied definition
+    guards: definitions.Guards | None = None  # the columns referencing the profile table and their guards
+    profile_delete_rule: str | None = None  # confdeltype of the profile table's key to auth.users; "" none
     maxmemory_policy: str | None = None
     redis_write_refused: str | None = None  # Redis's answer to the write probe when it refused it
     workers: int | None = None
@@ -277,9 +291,49 @@ def _judge_trigger(f: Facts, limits: Thresholds) -> Verdict:
 def _judge_objects(f: Facts, limits: Thresholds) -> Verdict:
     missing = f.missing_objects or []
     if not missing:
-        return "ok", "tables, functions, triggers and grants in place"
+        return "ok", "tables, functions, triggers and roles in place"
     shown = "; ".join(missing[:5]) + (f"; and {len(missing) - 5} more" if len(missing) > 5 else "")
     return "fail", f"missing: {shown} (run profilesync migrate, or restore them)"
+
+
+def _judge_definitions(f: Facts, limits: Thresholds) -> Verdict:
+    outdated, drifted = f.outdated_definitions or [], f.drifted_objects or []
+    if not outdated and not drifted:
+        return "ok", "every function, trigger, policy and grant as defined"
+    parts = []
+    if outdated:
+        parts.append(f"not applied: {', '.join(outdated)}")
+    if drifted:
+        shown = "; ".join(drifted[:5]) + (f"; and {len(drifted) - 5} more" if len(drifted) > 5 else "")
+        parts.append(f"drifted from its definition: {shown}")
+    return "fail", "; ".join(parts) + " (run profilesync migrate)"
+
+
+def _judge_guards(f: Facts, limits: Thresholds) -> Verdict:
+    found = f.guards
+    if found is None:
+        return "fail", "the guards' functions are missing (run profilesync migrate)"
+    if found.unguarded:
+        return (
+            "fail",
+            f"not guarded: {', '.join(found.unguarded)}: a client's insert right after signup can fail with "
+            "23503 (run profilesync migrate)",
+        )
+    return "ok", f"{len(found.references)} column(s) referencing the profile table, each guarded for clients"
+
+
+def _judge_delete_cascade(f: Facts, limits: Thresholds) -> Verdict:
+    table = Context().profile
+    rule = f.profile_delete_rule or ""
+    if rule == "c":
+        return "ok", f"deleting a user deletes its row in {table} (ON DELETE CASCADE)"
+    if rule == "":
+        return "warn", f"{table} has no foreign key to auth.users: profiles of deleted users stay"
+    return (
+        "warn",
+        f"{table} references auth.users without ON DELETE CASCADE: deleting a user (dashboard, "
+        "auth.admin.deleteUser) fails with 23503 (recreate that foreign key with ON DELETE CASCADE)",
+    )
 
 
 def _judge_listen_url(f: Facts, limits: Thresholds) -> Verdict:
@@ -487,6 +541,8 @@ def _run(name: str, sources: Sources, facts: Facts) -> None:
             facts.errors["database"] = facts.errors[name]
     except redis.RedisError as exc:
         facts.errors[name] = f"could not read: {first_line(exc)}"
+    except ConfigError as exc:  # PROFILESYNC_CONFIG unreadable: the checks of the profile table cannot run
+        facts.errors[name] = f"could not read: {exc}"
 
 
 def _database_error(exc: psycopg.Error, sources: Sources) -> str:
@@ -512,9 +568,34 @@ def _read_trigger(sources: Sources, facts: Facts) -> None:
     facts.trigger_enabled = row[0] if row else ""
 
 
+def _context(sources: Sources, conn: psycopg.Connection[Any]) -> Context:
+    """What the definitions are rendered for: PROFILESYNC_CONFIG's profile table (ConfigError if unusable)."""
+    mapping = sources.settings.profile_mapping()
+    return Context.of(mapping, catalog.read_table(conn, mapping) or catalog.SEED_FACTS)
+
+
 def _read_objects(sources: Sources, facts: Facts) -> None:
     with sources.bounded() as conn:
-        facts.missing_objects = objects.missing(conn)
+        facts.missing_objects = objects.missing(conn, _context(sources, conn))
+
+
+def _read_definitions(sources: Sources, facts: Facts) -> None:
+    # A missing or disabled signup trigger is the `trigger` check's to report, once.
+    own = {f"trigger {SIGNUP_TRIGGER} on auth.users {how}" for how in ("missing", "disabled", "replica only")}
+    with sources.bounded() as conn:
+        facts.outdated_definitions = definitions.outdated(conn, definitions.render(_context(sources, conn)))
+        facts.drifted_objects = [line for line in definitions.drift(conn) if line not in own]
+
+
+def _read_guards(sources: Sources, facts: Facts) -> None:
+    with sources.bounded() as conn:
+        facts.guards = definitions.guards(conn)
+
+
+def _read_delete_rule(sources: Sources, facts: Facts) -> None:
+    with sources.bounded() as conn:
+        row = conn.execute(_DELETE_RULE, (_context(sources, conn).profile.sql(),)).fetchone()
+    facts.profile_delete_rule = row[0] if row else ""
 
 
 def _read_backlog(sources: Sources, facts: Facts) -> None:
@@ -534,7 +615,9 @@ def _read_failed_events(sources: Sources, facts: Facts) -> None:
 
 def _read_without_profiles(sources: Sources, facts: Facts) -> None:
     with sources.bounded() as conn:
-        row = conn.execute(_WITHOUT_PROFILES).fetchone()
+        profile = catalog.profile_table(conn, sources.settings.profile_mapping())
+        query = sql.SQL(_WITHOUT_PROFILES).format(has_profile=profile.has_profile(sql.SQL("u.id")))
+        row = conn.execute(query).fetchone()
     assert row is not None
     facts.users_without_profiles = int(row[0])
     facts.unrecorded_users = int(row[1])
@@ -596,6 +679,9 @@ PROBES: dict[str, Probe] = {
     "migrations": Probe("database", _read_migrations, _judge_migrations),
     "trigger": Probe("database", _read_trigger, _judge_trigger),
     "objects": Probe("database", _read_objects, _judge_objects),
+    "definitions": Probe("database", _read_definitions, _judge_definitions),
+    "guards": Probe("database", _read_guards, _judge_guards),
+    "delete_cascade": Probe("database", _read_delete_rule, _judge_delete_cascade),
     "listen_url": Probe(None, _read_nothing, _judge_listen_url),
     "redis": Probe("redis", _read_nothing, _judge_redis),
     "redis_policy": Probe("redis", _read_redis_policy, _judge_redis_policy),

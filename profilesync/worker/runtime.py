@@ -7,7 +7,7 @@ from typing import Any
 
 import psycopg
 
-from profilesync import db
+from profilesync import db, dropped
 from profilesync.config import Settings
 from profilesync.liveness import Liveness
 from profilesync.logs import get_logger
@@ -46,6 +46,7 @@ def connection() -> psycopg.Connection[Any]:
             application_name="profilesync-worker",
             timeouts=db.Timeouts.of(settings()),
         )
+        dropped.watch(_conn)
     return _conn
 
 

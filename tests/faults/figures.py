@@ -5,17 +5,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 
+from profilesync.devkit.faults import DUPLICATED, LOST, OUTBOX, REDUNDANT
 from profilesync.queueing import profiles_queue
 from tests.faults.cluster import Target
 from tests.harness import wait_for
-
-LOST = """
-SELECT count(*) FROM auth.users u
-WHERE u.deleted_at IS NULL AND NOT EXISTS (SELECT 1 FROM public.user_profiles p WHERE p.id = u.id)
-"""
-DUPLICATED = "SELECT count(*) - count(DISTINCT user_id) FROM faults_audit.inserts"
-REDUNDANT = "SELECT count(*) - count(DISTINCT user_id) FROM faults_audit.attempts"
-OUTBOX = "SELECT count(*) FROM profile_sync.signup_events WHERE failed_at IS NULL"
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from profilesync.config import Settings
 from profilesync.devkit.children import Children
 from profilesync.devkit.embedded import free_port
 from profilesync.publisher.gauges import OUTBOX, PROFILE_GAP, DatabaseGauges
-from tests.harness import bulk_signup, count, process_env, signup, wait_for
+from tests.harness import bulk_signup, count, process_env, reject_profile_of, signup, wait_for
 from tests.scrape import get, sample
 
 BURST = 40
@@ -38,11 +39,10 @@ def test_metrics_count_a_burst_of_signups_and_healthz_is_ok(
         assert get(worker, "/nothing")[0] == 404
 
         # The app's own constraint rejects one user's profile for good: a failed job and a failed event.
-        conn.execute(
-            "ALTER TABLE public.user_profiles ADD CONSTRAINT no_mallory CHECK (full_name <> 'Mallory')"
-        )
+        mallory = uuid.uuid4()
+        reject_profile_of(conn, mallory)
         bulk_signup(conn, BURST)
-        signup(conn, "google", user_meta={"full_name": "Mallory"})
+        signup(conn, "google", id=mallory, user_meta={"full_name": "Mallory"})
         assert wait_for(lambda: count(conn, "SELECT count(*) FROM public.user_profiles") == BURST)
 
         assert wait_for(lambda: sample(publisher, "profilesync_failed_events") == 1)

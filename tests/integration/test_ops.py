@@ -331,10 +331,6 @@ def test_doctor_fails_on_pending_migrations(
     [
         ("DROP FUNCTION profile_sync.unwatch_profiles(uuid[])", "function profile_sync.unwatch_profiles"),
         (
-            "REVOKE EXECUTE ON FUNCTION profile_sync.create_profiles(uuid[]) FROM profilesync_worker",
-            "grant EXECUTE on profile_sync.create_profiles(uuid[]) to profilesync_worker",
-        ),
-        (
             "ALTER TABLE public.user_profiles DISABLE TRIGGER profile_sync_on_user_profiles_inserted",
             "trigger profile_sync_on_user_profiles_inserted on public.user_profiles",
         ),
@@ -361,6 +357,73 @@ def test_doctor_checks_the_objects_not_only_the_bookkeeping(
     assert checks["migrations"]["status"] == "ok"
     assert checks["objects"]["status"] == "fail"
     assert reported in checks["objects"]["detail"]
+
+
+@pytest.mark.parametrize(
+    ("damage", "reported"),
+    [
+        (
+            "ALTER FUNCTION profile_sync.on_auth_user_created() RESET ALL",
+            "function profile_sync.on_auth_user_created() changed",
+        ),
+        (
+            "ALTER TABLE auth.users DISABLE TRIGGER profile_sync_on_auth_user_updated",
+            "trigger profile_sync_on_auth_user_updated on auth.users disabled",
+        ),
+        (
+            "DROP TRIGGER profile_sync_check_profile_update ON public.user_profiles",
+            "trigger profile_sync_check_profile_update on public.user_profiles missing",
+        ),
+        (
+            "REVOKE EXECUTE ON FUNCTION profile_sync.create_profiles(uuid[]) FROM profilesync_worker",
+            "function profile_sync.create_profiles(uuid[]) changed",
+        ),
+        (
+            "REVOKE UPDATE (enqueued_at) ON profile_sync.signup_events FROM profilesync_publisher",
+            "table profile_sync.signup_events changed",
+        ),
+        (
+            "DROP POLICY profile_sync_update_own_profile ON public.user_profiles",
+            "policy profile_sync_update_own_profile on public.user_profiles missing",
+        ),
+        (
+            "CREATE OR REPLACE FUNCTION profile_sync.clean_text(value jsonb, max_len integer) RETURNS text"
+            " LANGUAGE sql IMMUTABLE AS $$ SELECT value #>> '{}' $$",
+            "function profile_sync.clean_text(jsonb, integer) changed",
+        ),
+    ],
+)
+def test_doctor_names_an_object_that_drifted_from_its_definition_and_migrate_restores_it(
+    conn: psycopg.Connection[Any],
+    env: dict[str, str],
+    live_worker: SimpleWorker,
+    capsys: pytest.CaptureFixture[str],
+    damage: str,
+    reported: str,
+) -> None:
+    assert _doctor(capsys)[1]["definitions"]["status"] == "ok"
+    conn.execute(damage)
+    code, checks = _doctor(capsys)
+    assert code == 1
+    assert checks["definitions"]["status"] == "fail"
+    assert reported in checks["definitions"]["detail"]
+    assert checks["definitions"]["detail"].endswith("(run profilesync migrate)")
+    assert cli.main(["migrate"]) == 0
+    code, checks = _doctor(capsys)
+    assert checks["definitions"]["status"] == "ok", checks["definitions"]
+    assert checks["objects"]["status"] == "ok"
+
+
+def test_doctor_names_definitions_this_release_has_not_applied(
+    conn: psycopg.Connection[Any],
+    env: dict[str, str],
+    live_worker: SimpleWorker,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    conn.execute("UPDATE profile_sync.definitions SET checksum = 'older' WHERE name = '05_publisher'")
+    code, checks = _doctor(capsys)
+    assert code == 1
+    assert checks["definitions"]["detail"] == "not applied: 05_publisher (run profilesync migrate)"
 
 
 def test_doctor_fails_when_redis_is_unreachable(

@@ -13,7 +13,9 @@ import redis
 
 from profilesync.config import Settings
 from profilesync.devkit.children import Children
+from profilesync.devkit.embedded import free_port
 from tests.harness import IDLE_PUBLISHERS, PROFILES_OF, count, process_env, signup, wait_for
+from tests.scrape import get
 
 
 def test_publisher_and_worker_processes_create_profiles_and_stop_on_sigterm(
@@ -60,3 +62,27 @@ def _stop_when_idle(argv: list[str], env: dict[str, str], redis_conn: redis.Redi
     finally:
         idle.kill()
         idle.wait()
+
+
+def test_a_supervised_child_restarts_as_it_was_started_with_its_open_files_limit(
+    settings: Settings, conn: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """devkit.children for the chaos soak: `restart` kills a running child and starts the same command again
+    (a supervisor); `open_files` is the children's soft limit, whatever the parent's."""
+    children = Children(process_env(settings), tmp_path, open_files=256)
+    port = free_port()
+    children.start("publisher", "publisher", env={"PROFILESYNC_METRICS_PORT": str(port)})
+    try:
+        first = children.running["publisher"].pid
+        limits = Path(f"/proc/{first}/limits").read_text()
+        assert any(
+            line.startswith("Max open files") and line.split()[3] == "256" for line in limits.splitlines()
+        )
+        assert children.restart("publisher") is None  # it was running: killed, not exited
+        second = children.running["publisher"].pid
+        assert second != first
+        assert wait_for(lambda: count(conn, IDLE_PUBLISHERS) == 1)
+        assert wait_for(lambda: get(port, "/healthz") == (200, "ok\n"))  # with its own environment again
+    finally:
+        codes = children.stop(timeout=15)
+    assert codes == {"publisher": 0}, children.logs()[-4000:]

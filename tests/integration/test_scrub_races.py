@@ -1,5 +1,5 @@
 """A soft delete racing profile creation ends with a profile that holds no personal data, on every
-interleaving (sql/0010_scrub_races.sql).
+interleaving (sql/definitions/02_profiles.sql).
 
 Each interleaving uses real connections: the insert path's transaction is held open once it has written the
 profile (or is blocked), GoTrue's soft delete runs as supabase_auth_admin, and the worker's job for the soft
@@ -138,11 +138,11 @@ def ensure_profile(conn: Conn, user_id: uuid.UUID) -> str:
 
 class ChatFallback:
     """ChatService's inline fallback (one autocommit statement), held inside that statement: the profile
-    insert's readiness trigger waits for a SHARE lock on the readiness barrier that this holds."""
+    insert's readiness trigger waits to read profile_sync.profile_waiters, which this holds locked."""
 
     def __init__(self, database_url: str, settings: Settings) -> None:
         self.barrier = psycopg.connect(database_url)
-        self.barrier.execute("LOCK TABLE profile_sync.readiness_barrier IN SHARE MODE")
+        self.barrier.execute("LOCK TABLE profile_sync.profile_waiters IN ACCESS EXCLUSIVE MODE")
         # chat_wait_timeout 0: the fallback at once; a lock budget longer than any step of the test
         chat = settings.model_copy(
             update={"chat_wait_timeout": 0.0, "lock_timeout": BOUND, "statement_timeout": BOUND + 10}

@@ -32,6 +32,7 @@ from tests.harness import (
     PROFILES_OF,
     act_as,
     count,
+    reject_profile_of,
     run_worker_burst,
     running_publisher,
     signup,
@@ -69,11 +70,9 @@ def test_publisher_and_worker_work_as_their_roles(
 ) -> None:
     url: str = request.getfixturevalue(database)  # migrated by a superuser, or by a non-superuser owner
     with psycopg.connect(url, autocommit=True) as admin:
-        admin.execute(
-            "ALTER TABLE public.user_profiles ADD CONSTRAINT no_mallory CHECK (full_name <> 'Mallory')"
-        )
         users = [signup(admin, kind) for kind in KINDS]
         mallory = signup(admin, user_meta={"name": "Mallory"})
+        reject_profile_of(admin, mallory)
         with running_publisher(role_settings(settings, url, PUBLISHER)):
             assert wait_for(lambda: count(admin, PENDING) == 0)
         # with metrics on: the worker also times the signups (signup_ages), in the same statement
@@ -415,13 +414,14 @@ def test_logs_of_a_pipeline_run_hold_no_emails_or_passwords(
         "PROFILESYNC_LOG_FORMAT": "json",
     }
     # One user's profile fails for good: the error path (ERROR logs, failed job, last_error) is checked too.
-    conn.execute("ALTER TABLE public.user_profiles ADD CONSTRAINT no_mallory CHECK (full_name <> 'Mallory')")
+    mallory_id = uuid.uuid4()
+    reject_profile_of(conn, mallory_id)
     children = Children(base, tmp_path)
     children.start("publisher", "publisher", env={"DATABASE_URL": as_role(database_url, PUBLISHER, password)})
     children.start("worker", "worker", env={"DATABASE_URL": as_role(database_url, WORKER, password)})
     try:
         users = [signup(conn, kind) for kind in KINDS for _ in range(2)]
-        mallory = signup(conn, email="mallory@evil.example", user_meta={"name": "Mallory"})
+        mallory = signup(conn, id=mallory_id, email="mallory@evil.example", user_meta={"name": "Mallory"})
         assert wait_for(lambda: count(conn, PROFILES_OF, (users,)) == len(users))
         failed = (
             "SELECT count(*) FROM profile_sync.signup_events WHERE user_id = %s AND failed_at IS NOT NULL"

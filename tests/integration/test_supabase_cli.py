@@ -14,7 +14,7 @@ import pytest
 from profilesync import cli, logs
 from profilesync.config import Settings
 from profilesync.devkit.discovery import postgres_bindir
-from profilesync.migrate import auth_stub, available, migrate
+from profilesync.migrate import Migrated, auth_stub, available, migrate
 from profilesync.ops.doctor import DEFAULT_CHECKS
 from tests.harness import count, signup
 from tests.servers import OWNER, DatabaseFactory, as_role, create_owned_database
@@ -41,9 +41,9 @@ def test_emitted_files_applied_with_psql_by_a_non_superuser_give_a_healthy_datab
             owner.execute(auth_stub().encode())  # what a Supabase project already has
         assert cli.main(["migrate", "--emit-supabase", str(tmp_path)]) == 0
         files = sorted(tmp_path.glob("*.sql"))
-        assert len(files) == len(available())
-        for path in files:  # as `supabase db push`: each file in one transaction, as the owner
-            applied = subprocess.run(
+        assert len(files) == len(available()) + 1  # and the definitions
+        for path in [*files, *files]:  # as `supabase db push`: each file in one transaction, as the owner;
+            applied = subprocess.run(  # then all of them again, as a second push that lost its history would
                 [_psql(), "-X", "-q", "-1", "-v", "ON_ERROR_STOP=1", "-f", str(path), owner_url],
                 capture_output=True,
                 text=True,
@@ -52,7 +52,7 @@ def test_emitted_files_applied_with_psql_by_a_non_superuser_give_a_healthy_datab
             assert applied.returncode == 0, f"{path.name}: {applied.stderr}"
 
         with psycopg.connect(owner_url, autocommit=True) as owner:
-            assert migrate(owner) == []  # profilesync migrate agrees: nothing left to apply
+            assert migrate(owner) == Migrated([], [])  # profilesync migrate agrees: nothing left to apply
             user = signup(owner, "google")
             assert (
                 count(owner, "SELECT count(*) FROM profile_sync.signup_events WHERE user_id = %s", (user,))

@@ -16,6 +16,7 @@ import pytest
 from psycopg import sql
 
 from profilesync import cli, logs
+from profilesync.definitions import Context, render
 from profilesync.devkit.embedded import EmbeddedPostgres
 from profilesync.migrate import available, migrate
 from profilesync.ops import objects
@@ -116,8 +117,10 @@ def test_uninstall_removes_our_objects_keeps_the_data_and_signups_go_on(
         assert count(conn, "SELECT count(*) FROM auth.users WHERE id = %s", (user_id,)) == 1
 
         assert uninstall(url).startswith("nothing of profilesync's was installed\nkept table")  # idempotent
-        assert migrate(conn) == [m.name for m in available()]  # installs again, roles included
-        assert objects.missing(conn) == []
+        installed_again = migrate(conn)  # installs again, roles included
+        assert installed_again.migrations == [m.name for m in available()]
+        assert installed_again.definitions == [d.name for d in render(Context())]
+        assert objects.missing(conn, Context()) == []
         user_id, notices = auth_admin_signup(url)
         assert notices == []
         recorded = "SELECT count(*) FROM profile_sync.signup_events WHERE user_id = %s"
@@ -130,7 +133,7 @@ def test_roles_another_database_still_uses_are_kept(cluster: EmbeddedPostgres, u
     assert "kept role profilesync_worker: still used in another database of the cluster" in out
     with psycopg.connect(second, autocommit=True) as conn:
         assert count(conn, ROLES) == 2
-        assert objects.missing(conn) == []  # the other database is untouched
+        assert objects.missing(conn, Context()) == []  # the other database is untouched
     out = uninstall(second)
     assert "removed role profilesync_worker" in out
     with psycopg.connect(second, autocommit=True) as conn:
@@ -212,7 +215,7 @@ def test_uninstall_behind_an_open_transaction_changes_nothing_names_it_and_never
     assert elapsed < 3 * lock_timeout + 1.5 + 10  # the attempts, their pauses, starting Python on a busy box
     assert traffic.done >= 3 and traffic.longest < lock_timeout + 2.0  # queued behind it for one wait at most
     with psycopg.connect(url, autocommit=True) as conn:
-        assert objects.missing(conn) == []  # nothing dropped
+        assert objects.missing(conn, Context()) == []  # nothing dropped
         assert count(conn, ROLES) == 2
 
 
@@ -232,4 +235,4 @@ def test_a_role_that_does_not_own_auth_users_changes_nothing_and_is_told_what_it
         "lets it drop triggers on auth tables (setting supautils.drop_trigger_grants)\n"
     )
     with psycopg.connect(url, autocommit=True) as conn:
-        assert objects.missing(conn) == [] and count(conn, ROLES) == 2
+        assert objects.missing(conn, Context()) == [] and count(conn, ROLES) == 2

@@ -24,6 +24,7 @@ import pytest
 from psycopg import sql
 
 from profilesync.db import with_dbname
+from profilesync.definitions import Context, render, templates
 from profilesync.devkit.signups import KINDS
 from profilesync.migrate import available
 from tests.harness import PENDING, PROFILES_OF, count, signup, wait_for
@@ -103,6 +104,8 @@ def test_the_wheel_holds_the_packages_and_the_sql_and_nothing_else(wheel: Path) 
     for migration in available():
         assert f"profilesync/sql/{migration.filename}" in names
     assert "profilesync/sql/dev/auth_stub.sql" in names
+    for name, _ in templates():
+        assert f"profilesync/sql/definitions/{name}.sql" in names
 
 
 def test_the_installed_wheel_migrates_runs_a_burst_and_passes_doctor(
@@ -137,9 +140,12 @@ def test_the_installed_wheel_migrates_runs_a_burst_and_passes_doctor(
 
     migrated = run(bin_dir / "profilesync", "migrate", "--dev-auth-stub")
     assert f"applied {len(available())} migration(s)" in migrated.stdout
-    assert "up to date" in run(bin_dir / "python", "-m", "profilesync", "migrate").stdout
+    assert f"applied {len(render(Context()))} definition(s)" in migrated.stdout
+    again = run(bin_dir / "python", "-m", "profilesync", "migrate").stdout
+    assert "(up to date)" in again and "definitions up to date" in again
     emitted = run(bin_dir / "profilesync", "migrate", "--emit-supabase", tmp_path / "supabase")
-    assert len(list((tmp_path / "supabase").glob("*_profilesync_*.sql"))) == len(available()), emitted.stdout
+    files = list((tmp_path / "supabase").glob("*_profilesync_*.sql"))
+    assert len(files) == len(available()) + 1, emitted.stdout  # and one of every definition
 
     with psycopg.connect(scratch_url, autocommit=True) as conn:
         users = [signup(conn, kind) for kind in KINDS for _ in range(5)]

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from profilesync.config import Settings
+from profilesync.definitions import Guards
 from profilesync.ops.doctor import (
     DEFAULT_CHECKS,
     Check,
@@ -29,6 +30,10 @@ def healthy_facts(**changes: object) -> Facts:
         pending_migrations=[],
         trigger_enabled="O",
         missing_objects=[],
+        outdated_definitions=[],
+        drifted_objects=[],
+        guards=Guards(["public.chat_conversations.user_id"], [], 0),
+        profile_delete_rule="c",
         maxmemory_policy="noeviction",
         workers=2,
         failed_jobs=0,
@@ -94,6 +99,23 @@ def test_a_healthy_system_passes_every_check() -> None:
             "objects",
             "missing: grant 0; grant 1; grant 2; grant 3; grant 4; and 2 more",
         ),
+        (
+            {"outdated_definitions": ["02_profiles", "09_grants"]},
+            "definitions",
+            "not applied: 02_profiles, 09_grants (run profilesync migrate)",
+        ),
+        (
+            {"drifted_objects": ["function profile_sync.clean_url(jsonb) changed"]},
+            "definitions",
+            "drifted from its definition: function profile_sync.clean_url(jsonb) changed (run profilesync",
+        ),
+        (
+            {"guards": Guards(["app.posts.author_id", "public.notes.owner"], ["app.posts.author_id"], 0)},
+            "guards",
+            "not guarded: app.posts.author_id: a client's insert right after signup can fail with 23503 (run "
+            "profilesync migrate)",
+        ),
+        ({"guards": None}, "guards", "the guards' functions are missing (run profilesync migrate)"),
         (
             {"listen_url": "postgresql://u:pw@pooler.supabase.com:6543/postgres"},
             "listen_url",
@@ -166,6 +188,20 @@ def test_an_unreadable_redis_policy_is_a_warning_not_a_failure() -> None:
     assert healthy(checks)
     assert "WARN  redis_policy" in format_table(checks)
     assert format_table(checks).endswith("\nhealthy")
+
+
+@pytest.mark.parametrize(
+    ("rule", "detail"),
+    [
+        ("a", "public.user_profiles references auth.users without ON DELETE CASCADE: deleting a user"),
+        ("", "public.user_profiles has no foreign key to auth.users"),
+    ],
+)
+def test_a_profile_key_without_on_delete_cascade_is_advice_not_a_failure(rule: str, detail: str) -> None:
+    checks = evaluate(healthy_facts(profile_delete_rule=rule), LIMITS)
+    assert by_name(checks)["delete_cascade"].status == "warn"
+    assert by_name(checks)["delete_cascade"].detail.startswith(detail)
+    assert healthy(checks)
 
 
 def test_a_snapshot_held_too_long_is_a_warning_naming_its_backend() -> None:
