@@ -40,6 +40,7 @@ class FewerRoundTrips:
 
     _alive_until = 0.0  # monotonic time until which the last heartbeat keeps the worker key
     _ended: Job | None = None  # a job that ended, whose last heartbeat goes with its outcome
+    _state_written: str | None = None  # a state the outcome's pipeline wrote before RQ sets it
 
     def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
         ttl = timeout or self.worker_ttl + 60  # type: ignore[attr-defined]  # as RQ's own heartbeat
@@ -69,7 +70,9 @@ class FewerRoundTrips:
         log.warning("worker registered again: Redis had lost its registration", worker=self.name)  # type: ignore[attr-defined]
 
     def set_state(self, state: str, pipeline: Pipeline | None = None) -> Any:
-        if pipeline is None and state == getattr(self, "_state", None):
+        written, self._state_written = self._state_written, None
+        if pipeline is None and state in (getattr(self, "_state", None), written):
+            self._state = state  # already in Redis: only the worker's own view moves on
             return None
         return super().set_state(state, pipeline)  # type: ignore[misc]
 
@@ -83,7 +86,11 @@ class FewerRoundTrips:
         the worker's state, back to idle (RQ's SimpleWorker writes it right after, on its own)."""
         super().increment_total_working_time(job_execution_time, pipeline)  # type: ignore[misc]
         self._write_ended(pipeline)
-        self.set_state(WorkerStatus.IDLE, pipeline=pipeline)
+        # Written for `rq info`, while the worker itself stays busy until RQ sets it idle: a SIGTERM before
+        # that must wait for the job's outcome (RQ stops at once only an idle worker, raising StopRequested
+        # wherever it is, the outcome's pipeline included: the job would end as failed).
+        pipeline.hset(self.key, "state", WorkerStatus.IDLE)  # type: ignore[attr-defined]
+        self._state_written = WorkerStatus.IDLE
 
     def perform_job(self, job: Job, queue: Queue, *args: Any, **kwargs: Any) -> bool:
         try:

@@ -3,7 +3,11 @@ trips per job, and what `rq info` reads still written."""
 
 from __future__ import annotations
 
+import signal
+from datetime import timedelta
+
 import redis
+from redis.client import Pipeline
 from rq import Queue, Worker
 from rq.serializers import JSONSerializer
 from rq.worker import SimpleWorker
@@ -63,6 +67,30 @@ def test_a_jobs_outcome_carries_its_last_heartbeat_and_the_workers_idle_state(re
     assert not queue.started_job_registry.get_job_ids()
     info = client.hgetall(worker.key)
     assert (info[b"state"], info[b"successful_job_count"], info[b"failed_job_count"]) == (b"idle", b"1", b"1")
+
+
+class SignalledAtTheOutcome(Bookkept):
+    """A SIGTERM that arrives once the job's outcome is queued in its pipeline, before that is sent."""
+
+    def increment_total_working_time(self, job_execution_time: timedelta, pipeline: Pipeline) -> None:
+        super().increment_total_working_time(job_execution_time, pipeline)
+        self.request_stop(signal.SIGTERM, None)
+
+
+def test_a_sigterm_while_the_outcome_is_written_lets_the_job_finish(redis_url: str) -> None:
+    """The worker is busy until RQ sets it idle: stopped then, RQ raised StopRequested inside the outcome's
+    write and the job ended as failed although its work was done."""
+    client = redis.Redis.from_url(redis_url)
+    queue = Queue("profiles", connection=client, serializer=JSONSerializer)
+    job = queue.enqueue("time.time")
+    later = queue.enqueue("time.time")
+    worker = SignalledAtTheOutcome([queue], connection=client, serializer=JSONSerializer)
+    worker.work(burst=True, logging_level="WARNING")
+    job.refresh()
+    assert job.get_status() == "finished"
+    assert not queue.failed_job_registry.get_job_ids()
+    assert later.id in queue.get_job_ids()  # the stop came before the next job
+    assert client.hget(worker.key, "state") in (b"idle", None)
 
 
 def test_a_jobs_preparation_never_shortens_the_worker_keys_expiry(redis_url: str) -> None:
